@@ -1,0 +1,1 @@
+"""Relay: a bridge between AI generation providers and the browsers waiting on them."""

@@ -1,0 +1,110 @@
+"""`create_app(settings)`: routes, error handling and the lifespan, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from relay import callbacks, events, tasks
+from relay.errors import RelayError
+from relay.http import JSONResponse
+from relay.lifespan import Services, open_services
+from relay.logs import configure_logging
+from relay.settings import Settings
+
+log = logging.getLogger("relay")
+STATIC = Path(__file__).parent / "static"
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+async def relay_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RelayError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code)
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body("internal_error", "something went wrong on our side; it has been logged"), status_code=500
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Each dependency, with its latency: an operator sees which link is broken."""
+    svc: Services = request.app.state.services
+    components: dict[str, dict[str, object]] = {}
+    for name, check in (("store", svc.store.ping), ("hub", svc.hub.ping)):
+        started = time.perf_counter()
+        try:
+            await check()
+            components[name] = {"ok": True}
+        except Exception as exc:
+            components[name] = {"ok": False, "error": getattr(exc, "message", type(exc).__name__)}
+        components[name]["latencyMs"] = round((time.perf_counter() - started) * 1000, 2)
+    ready = all(c["ok"] for c in components.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "components": components},
+        status_code=200 if ready else 503,
+    )
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    if settings is None:
+        settings = Settings.from_env()
+    configure_logging(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            log.info("relay ready (store=%s, provider=%s)", settings.masked()["redis_url"], settings.kie_base_url)
+            yield
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/api/health", readyz),
+        *tasks.routes,
+        *callbacks.routes,
+        *events.routes,
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={RelayError: relay_error, HTTPException: http_error, Exception: internal_error},
+    )
+    app.state.settings = settings
+    return app

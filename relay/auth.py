@@ -1,0 +1,63 @@
+"""Tokens: the per-task access token browsers use, and the callback-URL token KIE echoes.
+
+Both are HMACs under `RELAY_SECRET`, so checking one needs no store read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+
+from relay.errors import Unauthorized
+
+
+def _sign(secret: str, message: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
+
+
+def task_token(secret: str, task_id: str, ttl: float, *, now: float | None = None) -> str:
+    """`<expiry>.<signature>`: grants reading one task until the expiry (unix seconds)."""
+    expires = int((now or time.time()) + ttl)
+    return f"{expires}.{_sign(secret, f'task:{task_id}:{expires}')}"
+
+
+def check_task_token(secret: str, task_id: str, token: str | None, *, now: float | None = None) -> None:
+    if not token:
+        raise Unauthorized("this task needs its token: pass ?token= or Authorization: Bearer", code="token_required")
+    expires_text, _, signature = token.partition(".")
+    if not expires_text.isdigit() or not signature:
+        raise Unauthorized("the task token is malformed", code="invalid_token")
+    expected = _sign(secret, f"task:{task_id}:{expires_text}")
+    if not hmac.compare_digest(expected, signature):
+        raise Unauthorized("the task token is not valid for this task", code="invalid_token")
+    if int(expires_text) < (now or time.time()):
+        raise Unauthorized("the task token has expired", code="token_expired")
+
+
+def callback_token(secret: str) -> str:
+    """A fresh token for one task's callback URL: `<nonce>.<signature>`.
+
+    The signature lets a forged callback be refused before any store read; the nonce's
+    hash, kept with the task, binds the token to that one task.
+    """
+    nonce = secrets.token_urlsafe(18)
+    return f"{nonce}.{_sign(secret, f'callback:{nonce}')}"
+
+
+def callback_token_signed(secret: str, token: str | None) -> bool:
+    if not token:
+        return False
+    nonce, _, signature = token.partition(".")
+    return bool(nonce) and hmac.compare_digest(_sign(secret, f"callback:{nonce}"), signature)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str, expected_hash: str) -> bool:
+    return hmac.compare_digest(token_hash(token), expected_hash)

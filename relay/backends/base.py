@@ -1,0 +1,75 @@
+"""One `Protocol` per seam. Each has an in-process implementation (`memory://`, `file://`)
+and a distributed one (`redis://`, `s3://`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from relay.fanout import LocalFanout, Subscription
+from relay.models import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None
+
+
+class TaskStore(Protocol):
+    """Durable task state. Every write is a compare-and-set on `version`, so the status
+    machine can live in Python (`models.transition`) while writes stay atomic."""
+
+    async def get(self, task_id: str) -> Task | None: ...
+
+    async def insert(self, task: Task) -> bool:
+        """Store a new task; False if one with that id exists already."""
+        ...
+
+    async def replace(self, task: Task, expected_version: int) -> bool:
+        """Store `task` only if the stored version is still `expected_version`."""
+        ...
+
+    async def history(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        mode: str | None = None,
+        owner: str | None = None,
+    ) -> Page: ...
+
+    async def open_tasks(self, updated_before: float, limit: int) -> list[str]:
+        """Ids of non-terminal tasks last changed before `updated_before` (unix seconds)."""
+        ...
+
+    async def park_callback(self, task_id: str, token: str, body: bytes, ttl: float) -> None:
+        """Keep a callback that arrived before its task record (it raced the create)."""
+        ...
+
+    async def take_parked(self, task_id: str) -> list[tuple[str, bytes]]: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Hub(Protocol):
+    """Fan-out of task changes to every instance's open streams."""
+
+    fanout: LocalFanout
+
+    async def start(self) -> None: ...
+
+    async def publish(self, task: Task) -> None: ...
+
+    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
+        """Register interest now (synchronously): anything published after this call
+        reaches the subscription, so a snapshot read afterwards cannot miss a change."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...

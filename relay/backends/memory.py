@@ -1,0 +1,109 @@
+"""In-process store and hub (`memory://`): one process, nothing to install.
+
+Atomicity comes from the event loop: no method awaits between its read and its write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from relay.backends.base import Page
+from relay.fanout import LocalFanout, Subscription, TaskEvent
+from relay.models import Task
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._parked: dict[str, list[tuple[float, str, bytes]]] = {}
+
+    async def get(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
+
+    async def insert(self, task: Task) -> bool:
+        if task.task_id in self._tasks:
+            return False
+        self._tasks[task.task_id] = task
+        return True
+
+    async def replace(self, task: Task, expected_version: int) -> bool:
+        current = self._tasks.get(task.task_id)
+        if current is None or current.version != expected_version:
+            return False
+        self._tasks[task.task_id] = task
+        return True
+
+    async def history(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        mode: str | None = None,
+        owner: str | None = None,
+    ) -> Page:
+        ordered = sorted(self._tasks.values(), key=_sort_key, reverse=True)
+        if cursor is not None:
+            ordered = [t for t in ordered if _cursor_of(t) < cursor]
+        items = [
+            t
+            for t in ordered
+            if (status is None or t.status == status)
+            and (mode is None or t.mode == mode)
+            and (owner is None or t.owner == owner)
+        ]
+        page = items[:limit]
+        more = len(items) > limit
+        return Page(page, _cursor_of(page[-1]) if more and page else None)
+
+    async def open_tasks(self, updated_before: float, limit: int) -> list[str]:
+        due = [
+            t for t in self._tasks.values() if not t.terminal and t.updated_at.timestamp() < updated_before
+        ]
+        due.sort(key=lambda t: t.updated_at)
+        return [t.task_id for t in due[:limit]]
+
+    async def park_callback(self, task_id: str, token: str, body: bytes, ttl: float) -> None:
+        now = time.time()
+        kept = [p for p in self._parked.get(task_id, []) if p[0] > now]
+        kept.append((now + ttl, token, body))
+        self._parked[task_id] = kept[-20:]
+
+    async def take_parked(self, task_id: str) -> list[tuple[str, bytes]]:
+        now = time.time()
+        return [(token, body) for exp, token, body in self._parked.pop(task_id, []) if exp > now]
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _sort_key(task: Task) -> tuple[float, str]:
+    return (task.created_at.timestamp(), task.task_id)
+
+
+def _cursor_of(task: Task) -> str:
+    return f"{int(task.created_at.timestamp() * 1000):015d}:{task.task_id}"
+
+
+class MemoryHub:
+    def __init__(self) -> None:
+        self.fanout = LocalFanout()
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, task: Task) -> None:
+        self.fanout.dispatch(TaskEvent.of(task))
+
+    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
+        return self.fanout.add(task_ids)
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

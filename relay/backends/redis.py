@@ -1,0 +1,295 @@
+"""Redis store and hub (`redis://`).
+
+Store: one hash per task (`v` = version, `d` = record), written only by Lua scripts that
+compare the version first, so concurrent writers can never both win. Hub: every change is
+published on one channel; each process holds one pub/sub connection and fans out locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from relay import keys
+from relay.backends.base import Page
+from relay.errors import StoreUnavailable
+from relay.fanout import LocalFanout, Subscription, TaskEvent
+from relay.models import Task
+
+log = logging.getLogger("relay.redis")
+
+# KEYS: task, index, open. ARGV: version, record, ttl_ms, created_ms, updated_ms, task_id, terminal
+_INSERT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - tonumber(ARGV[3]))
+if ARGV[7] == '1' then redis.call('ZREM', KEYS[3], ARGV[6])
+else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6]) end
+return 1
+"""
+
+# KEYS: task, open. ARGV: expected_version, version, record, ttl_ms, updated_ms, task_id, terminal
+_REPLACE = """
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[6])
+else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
+return 1
+"""
+
+OPEN_TASKS = f"{keys.PREFIX}:open"
+
+
+def _ms(ts: float) -> int:
+    return int(ts * 1000)
+
+
+def connect(url: str, *, max_connections: int) -> aioredis.Redis:
+    """The command client: bounded per-command timeouts, an explicit pool size (redis-py's
+    default of 100 is a limit we would rather choose), and health checks on idle sockets."""
+    return aioredis.Redis.from_url(
+        url,
+        max_connections=max_connections,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+    )
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis, *, ttl: float):
+        self._r = client
+        self._ttl_ms = _ms(ttl)
+        self._insert = client.register_script(_INSERT)
+        self._replace = client.register_script(_REPLACE)
+
+    async def _call(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
+
+    async def get(self, task_id: str) -> Task | None:
+        raw = await self._call(self._r.hget(keys.task(task_id), "d"))
+        return Task.from_record(raw) if raw is not None else None
+
+    async def insert(self, task: Task) -> bool:
+        result = await self._call(
+            self._insert(
+                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS],
+                args=[
+                    task.version,
+                    task.to_record(),
+                    self._ttl_ms,
+                    _ms(task.created_at.timestamp()),
+                    _ms(task.updated_at.timestamp()),
+                    task.task_id,
+                    int(task.terminal),
+                ],
+            )
+        )
+        return bool(result)
+
+    async def replace(self, task: Task, expected_version: int) -> bool:
+        result = await self._call(
+            self._replace(
+                keys=[keys.task(task.task_id), OPEN_TASKS],
+                args=[
+                    expected_version,
+                    task.version,
+                    task.to_record(),
+                    self._ttl_ms,
+                    _ms(task.updated_at.timestamp()),
+                    task.task_id,
+                    int(task.terminal),
+                ],
+            )
+        )
+        return bool(result)
+
+    async def history(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        mode: str | None = None,
+        owner: str | None = None,
+    ) -> Page:
+        # Walk the index newest first in batches, filtering as we go; bounded so a rare
+        # filter cannot turn one request into a scan of the whole history.
+        max_score: str | float = "+inf"
+        after_id: str | None = None
+        if cursor:
+            score_text, _, after_id = cursor.partition(":")
+            max_score = int(score_text) if score_text.isdigit() else "+inf"
+        items: list[Task] = []
+        scanned = 0
+        batch = max(limit * 2, 50)
+        while len(items) <= limit and scanned < 2000:
+            rows = await self._call(
+                self._r.zrevrangebyscore(
+                    keys.TASK_INDEX, max_score, "-inf", start=scanned, num=batch, withscores=True
+                )
+            )
+            if not rows:
+                break
+            scanned += len(rows)
+            ids = [r[0].decode() for r in rows]
+            scores = [int(r[1]) for r in rows]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hget(keys.task(task_id), "d")
+                raws = await self._call(pipe.execute())
+            for task_id, score, raw in zip(ids, scores, raws, strict=True):
+                if after_id is not None:
+                    if score == max_score and task_id >= after_id:
+                        continue
+                if raw is None:
+                    continue
+                task = Task.from_record(raw)
+                if (status and task.status != status) or (mode and task.mode != mode):
+                    continue
+                if owner is not None and task.owner != owner:
+                    continue
+                items.append(task)
+                if len(items) > limit:
+                    break
+        page = items[:limit]
+        next_cursor = None
+        if len(items) > limit and page:
+            last = page[-1]
+            next_cursor = f"{_ms(last.created_at.timestamp()):015d}:{last.task_id}"
+        return Page(page, next_cursor)
+
+    async def open_tasks(self, updated_before: float, limit: int) -> list[str]:
+        ids = await self._call(
+            self._r.zrangebyscore(OPEN_TASKS, "-inf", _ms(updated_before), start=0, num=limit)
+        )
+        return [i.decode() for i in ids]
+
+    async def park_callback(self, task_id: str, token: str, body: bytes, ttl: float) -> None:
+        key = keys.early_callbacks(task_id)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, token.encode() + b"\n" + body)
+            pipe.ltrim(key, -20, -1)
+            pipe.pexpire(key, _ms(ttl))
+            await self._call(pipe.execute())
+
+    async def take_parked(self, task_id: str) -> list[tuple[str, bytes]]:
+        key = keys.early_callbacks(task_id)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            raw, _ = await self._call(pipe.execute())
+        out = []
+        for item in raw:
+            token, _, body = item.partition(b"\n")
+            out.append((token.decode(), body))
+        return out
+
+    async def ping(self) -> None:
+        await self._call(self._r.ping())
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+
+class RedisHub:
+    """One pub/sub connection per process, fanned out to local streams.
+
+    redis-py reconnects a pub/sub connection on its own and re-subscribes without a word;
+    whatever was published meanwhile is gone. Every subscribe confirmation after the first
+    therefore means "we were away": all open streams re-read their snapshots.
+    """
+
+    def __init__(self, url: str, publisher: aioredis.Redis):
+        self._publisher = publisher
+        # No socket timeout on the listener: it waits for messages indefinitely and relies
+        # on its own health checks (PING every few seconds) to notice a dead connection.
+        self._listener = aioredis.Redis.from_url(
+            url, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5
+        )
+        self.fanout = LocalFanout()
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="relay-hub-listener")
+        # Streams opened before the first subscription is confirmed could miss a change;
+        # waiting briefly here keeps start-up honest without blocking on a dead Redis.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), timeout=5)
+
+    async def publish(self, task: Task) -> None:
+        try:
+            await self._publisher.publish(keys.EVENTS_CHANNEL, TaskEvent.of(task).encode())
+        except RedisError as exc:
+            raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
+
+    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
+        return self.fanout.add(task_ids)
+
+    async def ping(self) -> None:
+        if not self.connected.is_set():
+            raise StoreUnavailable("the Redis pub/sub connection is down")
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        subscribed_before = False
+        while True:
+            pubsub = self._listener.pubsub()
+            try:
+                await pubsub.subscribe(keys.EVENTS_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        continue
+                    kind = message["type"]
+                    if kind == b"message" or kind == "message":
+                        self._dispatch(message["data"])
+                    elif kind in (b"subscribe", "subscribe"):
+                        delay = 0.1
+                        self.connected.set()
+                        if subscribed_before:
+                            self.reconnects += 1
+                            log.warning("redis pub/sub reconnected; re-syncing open streams")
+                            self.fanout.resync_all()
+                        subscribed_before = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connected.clear()
+                log.warning("redis pub/sub connection lost (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            event = TaskEvent.decode(raw)
+        except ValueError:
+            log.error("ignoring malformed hub message (%d bytes)", len(raw))
+            return
+        self.fanout.dispatch(event)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._listener.aclose()

@@ -1,0 +1,101 @@
+"""KIE callbacks: verify, normalize, ingest, answer fast.
+
+The answer is 200 only once the change (or the parked callback) is in the store; if the
+store is down the answer is 503 and KIE retries, while the reconciler catches up later.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import time
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from relay import auth
+from relay.errors import RelayError, Unauthorized
+from relay.http import JSONResponse, parse_json, read_body
+from relay.lifespan import Services
+from relay.models import Task
+from relay.normalize import callback_task_id, normalize_callback
+
+log = logging.getLogger("relay.callbacks")
+
+SIGNATURE_WINDOW = 300.0
+PARK_TTL = 900.0
+RECEIVED = {"status": "received"}
+
+
+def verify_webhook_signature(key: str, task_id: str, timestamp: str | None, signature: str | None, *, now: float | None = None) -> None:
+    """KIE's optional HMAC: base64(HMAC-SHA256(key, f"{taskId}.{timestamp}")), timestamp in
+    seconds. The body is not signed, so this proves only who sent it, and when."""
+    if not timestamp or not signature:
+        raise Unauthorized("the callback lacks X-Webhook-Timestamp or X-Webhook-Signature", code="invalid_signature")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise Unauthorized("X-Webhook-Timestamp is not a unix time in seconds", code="invalid_signature")
+    if abs((now or time.time()) - int(timestamp)) > SIGNATURE_WINDOW:
+        raise Unauthorized("X-Webhook-Timestamp is more than 5 minutes away from now", code="stale_signature")
+    expected = base64.b64encode(
+        hmac.new(key.encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
+    ).decode()
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):
+        raise Unauthorized("X-Webhook-Signature does not verify", code="invalid_signature")
+
+
+async def kie_callback(request: Request) -> JSONResponse:
+    svc: Services = request.app.state.services
+    token = request.query_params.get("token")
+    # Refuse forgeries before reading the body or touching the store.
+    if not auth.callback_token_signed(svc.settings.secret, token):
+        raise Unauthorized("the callback URL's token is missing or invalid", code="invalid_callback_token")
+    assert token is not None
+    raw = await read_body(request, svc.settings.max_body)
+    payload = parse_json(raw, "callback body")
+    if svc.settings.kie_webhook_hmac_key:
+        # Only the task id is signed: check the signature before trusting anything else.
+        verify_webhook_signature(
+            svc.settings.kie_webhook_hmac_key,
+            callback_task_id(payload),
+            request.headers.get("x-webhook-timestamp"),
+            request.headers.get("x-webhook-signature"),
+        )
+    report = normalize_callback(payload)
+    task = await svc.store.get(report.task_id)
+    if task is None:
+        # The callback raced our create response; keep it for `apply_parked`.
+        await svc.store.park_callback(report.task_id, token, raw, PARK_TTL)
+        log.info("parked an early callback", extra={"task_id": report.task_id})
+        # The create may have stored the task and drained the parking lot between our
+        # read and our park; look once more so the callback cannot be stranded.
+        task = await svc.store.get(report.task_id)
+        if task is not None:
+            await apply_parked(svc, task)
+        return JSONResponse(RECEIVED)
+    if not auth.token_matches(token, task.callback_hash):
+        raise Unauthorized("the callback URL's token belongs to another task", code="invalid_callback_token")
+    await svc.ingestor.report(report)
+    return JSONResponse(RECEIVED)
+
+
+async def apply_parked(svc: Services, task: Task) -> Task | None:
+    """Apply callbacks that arrived before `task` was stored. Returns the newest task."""
+    newest: Task | None = None
+    for token, raw in await svc.store.take_parked(task.task_id):
+        if not auth.token_matches(token, task.callback_hash):
+            log.warning("dropped a parked callback with another task's token", extra={"task_id": task.task_id})
+            continue
+        try:
+            report = normalize_callback(parse_json(raw, "callback body"))
+            newest = await svc.ingestor.report(report) or newest
+        except RelayError as exc:
+            log.warning("dropped a parked callback: %s", exc.message, extra={"task_id": task.task_id})
+    return newest
+
+
+routes = [
+    Route("/api/callbacks/kie", kie_callback, methods=["POST"]),
+    Route("/api/callback", kie_callback, methods=["POST"]),
+]

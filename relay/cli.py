@@ -1,0 +1,142 @@
+"""`relay serve | demo | kie-sim`."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+import uvicorn
+
+GRACEFUL_SHUTDOWN = 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _uvicorn(app: object, host: str, port: int, **kwargs: object) -> None:
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        proxy_headers=True,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        access_log=False,  # our request log leaves query strings (tokens) out
+        log_config=None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.app import create_app
+    from relay.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    _uvicorn(create_app(settings), args.host, args.port)
+    return 0
+
+
+def cmd_kie_sim(args: argparse.Namespace) -> int:
+    from relay.providers.sim import SimConfig, create_sim_app
+
+    _uvicorn(create_sim_app(SimConfig.from_namespace(args)), args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Relay on embedded backends plus the KIE simulator: nothing to install or configure."""
+    from relay.app import create_app
+    from relay.settings import Settings, SettingsError
+
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "kie-sim", "--port", str(sim_port),
+         "--callback-delay", str(args.generation_seconds)],
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{sim_port}/sim/tasks", sim)
+        demo_env = {
+            "RELAY_PROVIDER": "sim",
+            "KIE_BASE_URL": f"http://127.0.0.1:{sim_port}",
+            "KIE_API_KEY": "sim-key",
+            "RELAY_PUBLIC_URL": f"http://127.0.0.1:{args.port}",
+        }
+        try:
+            settings = Settings.from_env(demo=True, overrides=demo_env).with_demo_secret()
+        except SettingsError as exc:
+            print(f"relay: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"\n  Relay demo: open http://127.0.0.1:{args.port} in a browser"
+            f"\n  (KIE simulator on 127.0.0.1:{sim_port}; Ctrl-C stops both)\n",
+            flush=True,
+        )
+        _uvicorn(create_app(settings), args.host, args.port)
+    finally:
+        sim.terminate()
+        try:
+            sim.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    return 0
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"relay: the KIE simulator exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"relay: the KIE simulator did not start within {timeout:.0f}s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run Relay with the environment's configuration")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run Relay and the KIE simulator on embedded defaults")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--generation-seconds", type=float, default=4.0, help="simulated generation time")
+    demo.set_defaults(func=cmd_demo)
+
+    from relay.providers.sim import SimConfig
+
+    sim = sub.add_parser("kie-sim", help="run the KIE simulator (KIE's API, callbacks and quirks)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8001)
+    SimConfig.add_arguments(sim)
+    sim.set_defaults(func=cmd_kie_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

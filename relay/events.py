@@ -1,0 +1,175 @@
+"""Server-Sent Events: subscribe -> snapshot -> live.
+
+The subscription is registered before the snapshot is read, so no change can fall between
+them; every event carries the task's version, so a reconnect with `Last-Event-ID` resumes
+exactly where the browser stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from relay import auth
+from relay.errors import BadRequest, RelayError, TaskNotFound
+from relay.fanout import Subscription, TaskEvent
+from relay.http import bearer_token
+from relay.lifespan import Services
+from relay.models import TASK_ID_RE, Task
+
+log = logging.getLogger("relay.events")
+
+MAX_TASKS_PER_STREAM = 50
+
+
+def parse_last_event_id(text: str | None, task_ids: list[str]) -> dict[str, int]:
+    """`Last-Event-ID` is the version for a one-task stream, `id:version,...` for a
+    multi-task one. Anything unreadable means "send everything", never an error."""
+    if not text:
+        return {}
+    text = text.strip()
+    if text.isdigit() and len(task_ids) == 1:
+        return {task_ids[0]: int(text)}
+    seen: dict[str, int] = {}
+    for part in text.split(","):
+        task_id, _, version = part.partition(":")
+        if task_id in task_ids and version.isdigit():
+            seen[task_id] = int(version)
+    return seen
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping")
+
+
+class Stream:
+    """One open stream: which versions the browser has, and how to frame the next event."""
+
+    def __init__(self, svc: Services, sub: Subscription, task_ids: list[str], sent: dict[str, int]):
+        self.svc = svc
+        self.sub = sub
+        self.task_ids = task_ids
+        self.multi = len(task_ids) > 1
+        self.sent = {task_id: sent.get(task_id, 0) for task_id in task_ids}
+        self.done: set[str] = set()
+
+    def frame(self, event: TaskEvent) -> ServerSentEvent | None:
+        if event.version <= self.sent.get(event.task_id, event.version):
+            return None
+        self.sent[event.task_id] = event.version
+        if event.terminal:
+            self.done.add(event.task_id)
+        event_id = (
+            ",".join(f"{t}:{v}" for t, v in self.sent.items()) if self.multi else str(event.version)
+        )
+        return ServerSentEvent(data=event.data.decode(), id=event_id, event="task")
+
+    def note_snapshot(self, task: Task) -> TaskEvent:
+        if task.terminal and self.sent[task.task_id] >= task.version:
+            self.done.add(task.task_id)
+        return TaskEvent.of(task)
+
+    async def snapshots(self) -> list[TaskEvent]:
+        events = []
+        for task_id in self.task_ids:
+            task = await self.svc.store.get(task_id)
+            if task is not None:
+                events.append(self.note_snapshot(task))
+        return events
+
+    async def run(self, first: list[TaskEvent]) -> AsyncIterator[ServerSentEvent]:
+        try:
+            yield ServerSentEvent(retry=self.svc.settings.sse_retry_ms)
+            for event in first:
+                if (frame := self.frame(event)) is not None:
+                    yield frame
+            while len(self.done) < len(self.task_ids):
+                events, resync = await self.sub.next()
+                if self.svc.draining.is_set():
+                    # Shutting down: tell the browser to come back soon (to another instance).
+                    yield ServerSentEvent(retry=random.randint(250, 1500))
+                    return
+                if resync:
+                    events = events + await self._resync()
+                for event in sorted(events, key=lambda e: e.version):
+                    if (frame := self.frame(event)) is not None:
+                        yield frame
+        finally:
+            self.sub.close()
+
+    async def _resync(self) -> list[TaskEvent]:
+        try:
+            return await self.snapshots()
+        except RelayError as exc:
+            # The store is not back yet: try again shortly rather than lose the resync.
+            log.warning("stream resync failed (%s); retrying", exc.message)
+            asyncio.get_running_loop().call_later(0.5, self.sub.request_resync)
+            return []
+
+
+async def open_stream(request: Request, task_ids: list[str], tokens: list[str | None]) -> Response:
+    svc: Services = request.app.state.services
+    for task_id, token in zip(task_ids, tokens, strict=True):
+        if not TASK_ID_RE.match(task_id):
+            raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
+        if svc.settings.auth == "token":
+            auth.check_task_token(svc.settings.secret, task_id, token)
+    last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    sub = svc.hub.subscribe(task_ids)  # before the snapshot: nothing can fall in between
+    try:
+        stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids))
+        first: list[TaskEvent] = []
+        for task_id in task_ids:
+            task = await svc.store.get(task_id)
+            if task is None:
+                raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
+            first.append(stream.note_snapshot(task))
+    except BaseException:
+        sub.close()
+        raise
+    if len(stream.done) == len(task_ids):
+        # The browser has every terminal state already: 204 tells EventSource to stop.
+        sub.close()
+        return Response(status_code=204)
+    return EventSourceResponse(
+        stream.run(first),
+        ping=svc.settings.sse_ping,
+        ping_message_factory=_ping,
+        send_timeout=svc.settings.sse_send_timeout,
+        shutdown_grace_period=1.0,
+        headers={"Cache-Control": "no-cache"},
+        background=BackgroundTask(sub.close),
+    )
+
+
+async def task_events(request: Request) -> Response:
+    task_id = request.path_params["task_id"]
+    return await open_stream(request, [task_id], [bearer_token(request)])
+
+
+async def multi_events(request: Request) -> Response:
+    task_ids = list(dict.fromkeys(request.query_params.getlist("taskId")))
+    if not task_ids:
+        raise BadRequest("give at least one taskId: /api/events?taskId=a&taskId=b")
+    if len(task_ids) > MAX_TASKS_PER_STREAM:
+        raise BadRequest(f"at most {MAX_TASKS_PER_STREAM} taskId values per stream")
+    tokens: list[str | None] = list(request.query_params.getlist("token"))
+    if len(tokens) <= 1:
+        tokens = [tokens[0] if tokens else bearer_token(request)] * len(task_ids)
+    elif len(tokens) != len(task_ids):
+        raise BadRequest("give one token per taskId, in the same order")
+    return await open_stream(request, task_ids, tokens)
+
+
+routes = [
+    Route("/api/tasks/{task_id}/events", task_events, methods=["GET"]),
+    Route("/api/events", multi_events, methods=["GET"]),
+]

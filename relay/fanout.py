@@ -1,0 +1,111 @@
+"""Local fan-out: from one incoming change to every open stream in this process that
+watches the task. Both hubs use it; the Redis hub feeds it from its single pub/sub
+connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from relay.models import Task
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """What a stream needs of a change: which task, which version, and the bytes to send."""
+
+    task_id: str
+    version: int
+    terminal: bool
+    data: bytes
+
+    @classmethod
+    def of(cls, task: Task) -> TaskEvent:
+        return cls(task.task_id, task.version, task.terminal, task.public_json)
+
+    def encode(self) -> bytes:
+        return b"%s %d %d %s" % (self.task_id.encode(), self.version, self.terminal, self.data)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> TaskEvent:
+        task_id, version, terminal, data = raw.split(b" ", 3)
+        return cls(task_id.decode(), int(version), terminal == b"1", data)
+
+
+class Subscription:
+    """One stream's mailbox. It keeps only the newest event per task, so a reader that
+    falls behind costs one slot per watched task, never a growing queue."""
+
+    __slots__ = ("_fanout", "_pending", "_resync", "_wake", "closed", "task_ids")
+
+    def __init__(self, fanout: LocalFanout, task_ids: Iterable[str]):
+        self._fanout = fanout
+        self.task_ids = frozenset(task_ids)
+        self._pending: dict[str, TaskEvent] = {}
+        self._resync = False
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    def deliver(self, event: TaskEvent) -> None:
+        current = self._pending.get(event.task_id)
+        if current is None or event.version > current.version:
+            self._pending[event.task_id] = event
+            self._wake.set()
+
+    def request_resync(self) -> None:
+        """The hub may have missed messages: the stream must re-read its snapshots."""
+        self._resync = True
+        self._wake.set()
+
+    async def next(self) -> tuple[list[TaskEvent], bool]:
+        """Wait for news: the newest pending event per task, and whether to resync."""
+        await self._wake.wait()
+        self._wake.clear()
+        events = list(self._pending.values())
+        self._pending.clear()
+        resync, self._resync = self._resync, False
+        return events, resync
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._fanout.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalFanout:
+    def __init__(self) -> None:
+        self._by_task: dict[str, set[Subscription]] = {}
+
+    def add(self, task_ids: Iterable[str]) -> Subscription:
+        sub = Subscription(self, task_ids)
+        for task_id in sub.task_ids:
+            self._by_task.setdefault(task_id, set()).add(sub)
+        return sub
+
+    def remove(self, sub: Subscription) -> None:
+        for task_id in sub.task_ids:
+            subs = self._by_task.get(task_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_task[task_id]
+
+    def dispatch(self, event: TaskEvent) -> None:
+        for sub in self._by_task.get(event.task_id, ()):
+            sub.deliver(event)
+
+    def resync_all(self) -> None:
+        for subs in self._by_task.values():
+            for sub in subs:
+                sub.request_resync()
+
+    @property
+    def stream_count(self) -> int:
+        return len({sub for subs in self._by_task.values() for sub in subs})

@@ -1,0 +1,98 @@
+"""The single write path. Callbacks, the reconciler and the mirror change a task only here.
+
+`apply` reads the task, lets `models.transition` decide, and writes with a compare-and-set
+on `version`; on a lost race it reads again and decides again. So a duplicate changes
+nothing and publishes nothing, and N identical concurrent callbacks make one change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from relay.backends.base import Hub, TaskStore
+from relay.errors import ServiceUnavailable, StoreUnavailable, TaskNotFound
+from relay.models import ProviderReport, ProviderState, Status, Task, TaskUpdate, transition, utcnow
+
+log = logging.getLogger("relay.ingest")
+
+# Enough for dozens of writers racing on one task; each lost race means another writer
+# made progress, so running out means something is badly wrong.
+MAX_ATTEMPTS = 64
+
+Listener = Callable[[Task, Task], Awaitable[None]]
+
+
+def update_from_report(report: ProviderReport, *, mirroring: bool) -> TaskUpdate:
+    """What a provider report asks of the task. With mirroring on, provider success
+    leaves the task `processing` until our own copies exist."""
+    tid = report.task_id
+    if report.state is ProviderState.SUCCEEDED:
+        if mirroring:
+            return TaskUpdate(tid, Status.PROCESSING, provider_result_urls=report.result_urls, progress=1.0)
+        return TaskUpdate(
+            tid, Status.COMPLETED, provider_result_urls=report.result_urls, result_urls=report.result_urls
+        )
+    if report.state is ProviderState.FAILED:
+        return TaskUpdate(tid, Status.FAILED, error=report.error)
+    if report.state is ProviderState.RUNNING:
+        return TaskUpdate(tid, Status.PROCESSING, progress=report.progress)
+    return TaskUpdate(tid, Status.PENDING, progress=report.progress)
+
+
+class Ingestor:
+    def __init__(self, store: TaskStore, hub: Hub, *, mirroring: bool = False):
+        self.store = store
+        self.hub = hub
+        self.mirroring = mirroring
+        # Called after every stored change with (before, after): the mirror and metrics
+        # hang off this instead of being called from every writer.
+        self.listeners: list[Listener] = []
+
+    async def create(self, task: Task) -> bool:
+        if not await self.store.insert(task):
+            return False
+        await self._publish(task)
+        log.info("task created", extra={"task_id": task.task_id, "status": task.status.value})
+        return True
+
+    async def report(self, report: ProviderReport) -> Task | None:
+        return await self.apply(update_from_report(report, mirroring=self.mirroring))
+
+    async def apply(self, update: TaskUpdate) -> Task | None:
+        """Apply `update`; return the new task, or None if nothing changed."""
+        for _ in range(MAX_ATTEMPTS):
+            current = await self.store.get(update.task_id)
+            if current is None:
+                raise TaskNotFound(f"no task {update.task_id!r}")
+            new = transition(current, update, utcnow())
+            if new is None:
+                if current.terminal and update.status is not current.status:
+                    log.warning(
+                        "ignored %s update for a %s task",
+                        update.status.value,
+                        current.status.value,
+                        extra={"task_id": update.task_id},
+                    )
+                return None
+            if await self.store.replace(new, current.version):
+                log.info(
+                    "task %s -> %s (v%d)",
+                    current.status.value,
+                    new.status.value,
+                    new.version,
+                    extra={"task_id": new.task_id, "status": new.status.value, "version": new.version},
+                )
+                await self._publish(new)
+                for listener in self.listeners:
+                    await listener(current, new)
+                return new
+        raise ServiceUnavailable(f"could not apply an update to {update.task_id!r}: too much contention")
+
+    async def _publish(self, task: Task) -> None:
+        # The change is already durable; a failed publish only delays live delivery until
+        # streams re-sync, so it must not fail the write.
+        try:
+            await self.hub.publish(task)
+        except StoreUnavailable as exc:
+            log.error("stored but could not publish: %s", exc, extra={"task_id": task.task_id})

@@ -1,0 +1,19 @@
+"""Every Redis key and channel name Relay uses, in one place."""
+
+PREFIX = "relay"
+
+# One channel for every task change: each instance holds one subscription and filters
+# locally, so no stream ever needs a SUBSCRIBE of its own.
+EVENTS_CHANNEL = f"{PREFIX}:events"
+
+# Sorted set of task ids scored by creation time (ms), for history.
+TASK_INDEX = f"{PREFIX}:tasks"
+
+
+def task(task_id: str) -> str:
+    return f"{PREFIX}:task:{task_id}"
+
+
+def early_callbacks(task_id: str) -> str:
+    """Callbacks that arrived before their task record was written."""
+    return f"{PREFIX}:early:{task_id}"

@@ -1,0 +1,88 @@
+"""Every client Relay holds (Redis, the provider's HTTP client, background work) is opened
+and closed here, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sse_starlette.sse import AppStatus
+
+from relay.backends.base import Hub, TaskStore
+from relay.backends.memory import MemoryHub, MemoryStore
+from relay.background import Supervisor
+from relay.ingest import Ingestor
+from relay.providers.base import Provider
+from relay.providers.kie import KieClient
+from relay.settings import Settings
+
+log = logging.getLogger("relay")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: TaskStore
+    hub: Hub
+    provider: Provider
+    ingestor: Ingestor
+    background: Supervisor
+    draining: asyncio.Event
+
+
+def open_backends(settings: Settings) -> tuple[TaskStore, Hub]:
+    scheme = urlsplit(settings.redis_url).scheme
+    if scheme == "memory":
+        return MemoryStore(), MemoryHub()
+    from relay.backends import redis as redis_backend
+
+    client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
+    store = redis_backend.RedisStore(client, ttl=settings.task_ttl)
+    return store, redis_backend.RedisHub(settings.redis_url, client)
+
+
+def open_provider(settings: Settings) -> Provider:
+    key = settings.kie_api_key or ("sim-key" if settings.provider == "sim" else "")
+    return KieClient(settings.kie_base_url, key)
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with contextlib.AsyncExitStack() as stack:
+        store, hub = open_backends(settings)
+        stack.push_async_callback(store.aclose)
+        stack.push_async_callback(hub.aclose)
+        await hub.start()
+        provider = open_provider(settings)
+        stack.push_async_callback(provider.aclose)
+        background = Supervisor()
+        stack.push_async_callback(background.aclose)
+        services = Services(
+            settings=settings,
+            store=store,
+            hub=hub,
+            provider=provider,
+            ingestor=Ingestor(store, hub),
+            background=background,
+            draining=asyncio.Event(),
+        )
+        background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
+        if settings.auth == "none":
+            log.warning("RELAY_AUTH=none: every task is readable by anyone who knows its id")
+        if settings.demo:
+            log.warning("demo mode: using a throwaway RELAY_SECRET; tokens die with this process")
+        yield services
+
+
+async def _watch_shutdown(services: Services) -> None:
+    """uvicorn waits for open connections before running lifespan shutdown, and SSE
+    streams never end by themselves; so notice the exit signal (sse-starlette records it)
+    and tell every stream to close with a reconnect hint."""
+    while not AppStatus.should_exit:  # noqa: ASYNC110 - a plain flag we do not own
+        await asyncio.sleep(0.25)
+    services.draining.set()
+    services.hub.fanout.resync_all()

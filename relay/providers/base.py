@@ -1,0 +1,34 @@
+"""The provider seam. Relay's core speaks only this; `kie.py` is the one implementation
+that speaks KIE's HTTP API (pointed at api.kie.ai or at the built-in simulator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from relay.models import ProviderReport
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    model: str
+    prompt: str
+    callback_url: str
+    image_urls: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+
+    async def create(self, request: CreateRequest) -> str:
+        """Start a generation; return the provider's task id. Never waits for the result."""
+        ...
+
+    async def status(self, task_id: str, model: str) -> ProviderReport:
+        """Ask the provider where a task stands (the fallback when callbacks are late)."""
+        ...
+
+    async def credits(self) -> float: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,184 @@
+"""Task endpoints: create (202 at once), fallback status reads, history."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from relay import auth
+from relay.errors import BadRequest, Forbidden, ProviderError, TaskNotFound
+from relay.http import JSONResponse, bearer_token, parse_json, read_body
+from relay.lifespan import Services
+from relay.models import TASK_ID_RE, Mode, Status, Task, utcnow
+from relay.providers.base import CreateRequest
+
+log = logging.getLogger("relay.tasks")
+
+DEFAULT_MODELS = {Mode.TEXT_TO_IMAGE: "google/nano-banana", Mode.IMAGE_TO_IMAGE: "google/nano-banana-edit"}
+MAX_PROMPT = 5000
+MAX_IMAGE_URLS = 10
+MAX_URL = 2048
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    prompt: str
+    model: str
+    mode: Mode
+    image_urls: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def parse_new_task(body: Any) -> NewTask:
+    """Strict validation of `POST /api/tasks`: every refusal says what to fix."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object like {\"prompt\": \"...\"}")
+    unknown = set(body) - {"prompt", "imageUrls", "model", "options"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise BadRequest("prompt is required and must be a non-empty string")
+    if len(prompt) > MAX_PROMPT:
+        raise BadRequest(f"prompt is longer than {MAX_PROMPT} characters")
+    urls = body.get("imageUrls") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise BadRequest("imageUrls must be a list of URLs")
+    if len(urls) > MAX_IMAGE_URLS:
+        raise BadRequest(f"imageUrls has {len(urls)} entries; at most {MAX_IMAGE_URLS} are allowed")
+    for url in urls:
+        if len(url) > MAX_URL or not url.startswith(("https://", "http://")):
+            raise BadRequest(f"imageUrls entry {url[:80]!r} must be an http(s) URL of at most {MAX_URL} characters")
+    mode = Mode.IMAGE_TO_IMAGE if urls else Mode.TEXT_TO_IMAGE
+    model = body.get("model") or DEFAULT_MODELS[mode]
+    if not isinstance(model, str) or not 0 < len(model) <= 100:
+        raise BadRequest("model must be a string of at most 100 characters")
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("options must be a JSON object")
+    return NewTask(prompt.strip(), model, mode, tuple(urls), options)
+
+
+def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
+    """The task's access token and ready-to-use URLs (they carry the token, so a front end
+    can hand eventsUrl straight to `new EventSource(...)`)."""
+    base = str(request.base_url).rstrip("/")
+    out = {
+        "statusUrl": f"{base}/api/tasks/{task_id}",
+        "eventsUrl": f"{base}/api/tasks/{task_id}/events",
+    }
+    if svc.settings.auth == "token":
+        token = auth.task_token(svc.settings.secret, task_id, svc.settings.token_ttl)
+        query = f"?token={quote(token)}"
+        out = {name: url + query for name, url in out.items()}
+        out["token"] = token
+    return out
+
+
+async def create_task(request: Request) -> JSONResponse:
+    svc = services(request)
+    new = parse_new_task(parse_json(await read_body(request, svc.settings.max_body)))
+    callback_token = auth.callback_token(svc.settings.secret)
+    provider_task_id = await svc.provider.create(
+        CreateRequest(
+            model=new.model,
+            prompt=new.prompt,
+            callback_url=f"{svc.settings.public_url}/api/callbacks/kie?token={callback_token}",
+            image_urls=new.image_urls,
+            options=new.options,
+        )
+    )
+    if not TASK_ID_RE.match(provider_task_id):
+        raise ProviderError(f"the provider returned an unusable task id {provider_task_id[:40]!r}")
+    now = utcnow()
+    task = Task(
+        task_id=provider_task_id,
+        provider=svc.provider.name,
+        model=new.model,
+        mode=new.mode,
+        status=Status.PENDING,
+        prompt=new.prompt,
+        image_urls=new.image_urls,
+        created_at=now,
+        updated_at=now,
+        callback_hash=auth.token_hash(callback_token),
+    )
+    await svc.ingestor.create(task)
+    # A callback may have beaten us here (KIE can be faster than our store write).
+    from relay.callbacks import apply_parked
+
+    current = await apply_parked(svc, task) or task
+    return JSONResponse({**current.public(), **links(request, svc, task.task_id)}, status_code=202)
+
+
+async def read_task(svc: Services, request: Request, task_id: str | None) -> Task:
+    if not task_id or not TASK_ID_RE.match(task_id):
+        raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
+    if svc.settings.auth == "token":
+        auth.check_task_token(svc.settings.secret, task_id, bearer_token(request))
+    task = await svc.store.get(task_id)
+    if task is None:
+        raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
+    return task
+
+
+async def get_task(request: Request) -> JSONResponse:
+    svc = services(request)
+    task = await read_task(svc, request, request.path_params["task_id"])
+    return JSONResponse(task.public())
+
+
+async def task_status(request: Request) -> JSONResponse:
+    svc = services(request)
+    task = await read_task(svc, request, request.query_params.get("taskId"))
+    return JSONResponse(task.public())
+
+
+async def list_tasks(request: Request) -> JSONResponse:
+    svc = services(request)
+    if svc.settings.auth == "token" and not svc.settings.demo:
+        # A task token grants one task; nothing identifies a caller's other tasks, so a
+        # listing would show everyone's prompts and results.
+        raise Forbidden(
+            "history needs per-user authentication (RELAY_AUTH=jwt) or RELAY_AUTH=none",
+            code="history_disabled",
+        )
+    q = request.query_params
+    status = q.get("status")
+    if status is not None and status not in Status.__members__.values():
+        raise BadRequest(f"status must be one of: {', '.join(s.value for s in Status)}")
+    mode = q.get("mode")
+    if mode is not None and mode not in Mode.__members__.values():
+        raise BadRequest(f"mode must be one of: {', '.join(m.value for m in Mode)}")
+    limit_text = q.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise BadRequest("limit must be a whole number from 1 to 100")
+    cursor = q.get("cursor")
+    if cursor is not None and (len(cursor) > 160 or ":" not in cursor):
+        raise BadRequest("cursor is not one this service returned")
+    page = await svc.store.history(limit=int(limit_text), cursor=cursor, status=status, mode=mode)
+    items = []
+    for task in page.items:
+        item = task.public()
+        if svc.settings.auth == "token":
+            item.update(links(request, svc, task.task_id))
+        items.append(item)
+    return JSONResponse({"items": items, "nextCursor": page.next_cursor})
+
+
+routes = [
+    Route("/api/tasks", create_task, methods=["POST"]),
+    Route("/api/tasks", list_tasks, methods=["GET"]),
+    Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/api/task-status", task_status, methods=["GET"]),
+]

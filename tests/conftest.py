@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import AppProcess, RedisServer, relay_env
+
+StartRelay = Callable[..., AppProcess]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared Redis, emptied for this test."""
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, for tests that kill it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sim_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    logs = tmp_path_factory.mktemp("sim")
+    sim = AppProcess(
+        ["kie-sim", "--callback-delay", "manual"], {}, ready_path="/sim/tasks", log_path=logs / "sim.log"
+    ).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(sim_process: AppProcess) -> str:
+    """The simulator's URL, with every task dropped and every quirk off (manual finishing)."""
+    httpx.post(f"{sim_process.url}/sim/reset", timeout=5).raise_for_status()
+    httpx.patch(
+        f"{sim_process.url}/sim/config",
+        json={
+            "callback_delay": None, "failure_rate": 0, "duplicate_callbacks": 0, "drop_callbacks": 0,
+            "out_of_order": False, "html_error_rate": 0, "rate_limit_burst": 0, "record_null_seconds": 0,
+            "webhook_hmac_key": None,
+        },
+        timeout=5,
+    ).raise_for_status()
+    return sim_process.url
+
+
+@pytest.fixture
+def start_relay(tmp_path: Path, sim: str) -> Iterator[StartRelay]:
+    """Start `relay serve` instances (real uvicorn subprocesses) on free loopback ports."""
+    started: list[AppProcess] = []
+
+    def start(redis_url: str = "memory://", **extra: str) -> AppProcess:
+        proc = AppProcess(["serve"], {}, ready_path="/healthz", log_path=tmp_path / f"relay-{len(started)}.log")
+        proc.env = relay_env(redis_url=redis_url, sim_url=sim, public_url=proc.url, **extra)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store/hub URL: each behaviour test runs on both the embedded and Redis backends."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+async def client() -> Any:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c

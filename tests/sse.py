@@ -1,0 +1,112 @@
+"""A small, strict SSE client for the tests: parses the wire format (fields, comments,
+multi-line data, CRLF/LF) the way a browser's EventSource does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Event:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+async def iter_events(response: httpx.Response, *, include_comments: bool = False) -> AsyncIterator[Event]:
+    current = Event()
+    data_lines: list[str] = []
+    has_fields = False
+    async for line in response.aiter_lines():
+        if line == "":
+            if has_fields:
+                current.data = "\n".join(data_lines)
+                yield current
+            elif include_comments and current.comments:
+                yield current
+            current, data_lines, has_fields = Event(), [], False
+            continue
+        if line.startswith(":"):
+            current.comments.append(line[1:].strip())
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data_lines.append(value)
+            has_fields = True
+        elif name == "event":
+            current.event = value
+            has_fields = True
+        elif name == "id":
+            current.id = value
+            has_fields = True
+        elif name == "retry" and value.isdigit():
+            current.retry = int(value)
+            has_fields = True
+
+
+class Stream:
+    """An open SSE stream, read in the background into a queue of task events."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None):
+        self.client = client
+        self.url = url
+        self.headers = headers or {}
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.all: list[Event] = []
+        self.status: int | None = None
+        self.response_headers: httpx.Headers | None = None
+        self.opened = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Stream:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.opened.wait(), timeout=10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        try:
+            async with self.client.stream("GET", self.url, headers=self.headers, timeout=httpx.Timeout(30, read=60)) as response:
+                self.status = response.status_code
+                self.response_headers = response.headers
+                self.opened.set()
+                async for event in iter_events(response):
+                    self.all.append(event)
+                    if event.event == "task":
+                        await self.events.put(event)
+        finally:
+            self.opened.set()
+            self.closed.set()
+
+    async def next(self, timeout: float = 10) -> Event:
+        return await asyncio.wait_for(self.events.get(), timeout=timeout)
+
+    async def until_status(self, status: str, timeout: float = 15) -> list[Event]:
+        """Every task event up to and including the first with `status`."""
+        seen: list[Event] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.events.get()
+                seen.append(event)
+                if event.json()["status"] == status:
+                    return seen
