@@ -17,3 +17,13 @@ def task(task_id: str) -> str:
 def early_callbacks(task_id: str) -> str:
     """Callbacks that arrived before their task record was written."""
     return f"{PREFIX}:early:{task_id}"
+
+
+def idempotency(digest: str) -> str:
+    """The first task created for one caller's Idempotency-Key (or identical request)."""
+    return f"{PREFIX}:idem:{digest}"
+
+
+def lease(task_id: str) -> str:
+    """Held by the one instance that polls this task's provider status this interval."""
+    return f"{PREFIX}:lease:{task_id}"

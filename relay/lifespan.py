@@ -18,6 +18,7 @@ from relay.background import Supervisor
 from relay.ingest import Ingestor
 from relay.providers.base import Provider
 from relay.providers.kie import KieClient
+from relay.reconcile import Reconciler
 from relay.settings import Settings
 
 log = logging.getLogger("relay")
@@ -47,7 +48,9 @@ def open_backends(settings: Settings) -> tuple[TaskStore, Hub]:
 
 def open_provider(settings: Settings) -> Provider:
     key = settings.kie_api_key or ("sim-key" if settings.provider == "sim" else "")
-    return KieClient(settings.kie_base_url, key)
+    return KieClient(
+        settings.kie_base_url, key, timeout=settings.kie_timeout, retry_budget=settings.kie_retry_budget
+    )
 
 
 @contextlib.asynccontextmanager
@@ -71,6 +74,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             draining=asyncio.Event(),
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
+        reconciler = Reconciler(store, provider, services.ingestor, settings)
+        background.spawn(reconciler.run(), name="relay-reconciler")
         if settings.auth == "none":
             log.warning("RELAY_AUTH=none: every task is readable by anyone who knows its id")
         if settings.demo:

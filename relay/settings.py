@@ -56,6 +56,9 @@ class Settings:
     task_deadline: float = 900.0
     reconcile_after: float = 60.0
     reconcile_interval: float = 5.0
+    reconcile_rate: float = 5.0
+    kie_timeout: float = 15.0
+    kie_retry_budget: float = 8.0
     token_ttl: float = 7 * 24 * 3600.0
     task_ttl: float = 30 * 24 * 3600.0
     max_body: int = 1024 * 1024
@@ -101,6 +104,9 @@ class Settings:
             task_deadline=r.number("RELAY_TASK_DEADLINE", 900.0, low=1),
             reconcile_after=r.number("RELAY_RECONCILE_AFTER", 60.0, low=0.1),
             reconcile_interval=r.number("RELAY_RECONCILE_INTERVAL", 5.0, low=0.05),
+            reconcile_rate=r.number("RELAY_RECONCILE_RATE", 5.0, low=0.1),
+            kie_timeout=r.number("KIE_TIMEOUT", 15.0, low=0.1),
+            kie_retry_budget=r.number("KIE_RETRY_BUDGET", 8.0, low=0),
             token_ttl=r.number("RELAY_TOKEN_TTL", 7 * 24 * 3600.0, low=1),
             task_ttl=r.number("RELAY_TASK_TTL", 30 * 24 * 3600.0, low=60),
             max_body=int(r.number("RELAY_MAX_BODY", 1024 * 1024, low=1024)),

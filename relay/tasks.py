@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from starlette.requests import Request
 from starlette.routing import Route
 
-from relay import auth
+from relay import auth, idempotency
+from relay.callbacks import apply_parked
 from relay.errors import BadRequest, Forbidden, ProviderError, TaskNotFound
 from relay.http import JSONResponse, bearer_token, parse_json, read_body
 from relay.lifespan import Services
@@ -37,6 +39,11 @@ class NewTask:
     mode: Mode
     image_urls: tuple[str, ...]
     options: dict[str, Any]
+
+    def fingerprint(self) -> bytes:
+        return orjson.dumps(
+            [self.prompt, self.model, self.image_urls, self.options], option=orjson.OPT_SORT_KEYS
+        )
 
 
 def parse_new_task(body: Any) -> NewTask:
@@ -85,9 +92,29 @@ def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
     return out
 
 
+def caller_of(request: Request) -> str:
+    """Who is asking, for de-duplication: the client address (uvicorn resolves forwarded
+    headers only from trusted proxies)."""
+    return request.client.host if request.client else "unknown"
+
+
 async def create_task(request: Request) -> JSONResponse:
     svc = services(request)
     new = parse_new_task(parse_json(await read_body(request, svc.settings.max_body)))
+    idem_header = request.headers.get("idempotency-key")
+    if idem_header is not None and not 0 < len(idem_header) <= 255:
+        raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+    key, ttl = idempotency.claim_key(caller_of(request), idem_header, new.fingerprint())
+    task_id, created = await idempotency.once(svc.store, key, ttl, lambda: start_task(svc, new))
+    task = await svc.store.get(task_id)
+    if task is None:
+        raise TaskNotFound(f"task {task_id!r} from an earlier identical request has expired")
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    return JSONResponse({**task.public(), **links(request, svc, task_id)}, status_code=202, headers=headers)
+
+
+async def start_task(svc: Services, new: NewTask) -> str:
+    """Create the task at the provider and store it (pending, version 1)."""
     callback_token = auth.callback_token(svc.settings.secret)
     provider_task_id = await svc.provider.create(
         CreateRequest(
@@ -115,10 +142,8 @@ async def create_task(request: Request) -> JSONResponse:
     )
     await svc.ingestor.create(task)
     # A callback may have beaten us here (KIE can be faster than our store write).
-    from relay.callbacks import apply_parked
-
-    current = await apply_parked(svc, task) or task
-    return JSONResponse({**current.public(), **links(request, svc, task.task_id)}, status_code=202)
+    await apply_parked(svc, task)
+    return provider_task_id
 
 
 async def read_task(svc: Services, request: Request, task_id: str | None) -> Task:

@@ -17,6 +17,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
         self._parked: dict[str, list[tuple[float, str, bytes]]] = {}
+        self._claims: dict[str, tuple[float, str]] = {}
 
     async def get(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
@@ -73,6 +74,27 @@ class MemoryStore:
     async def take_parked(self, task_id: str) -> list[tuple[str, bytes]]:
         now = time.time()
         return [(token, body) for exp, token, body in self._parked.pop(task_id, []) if exp > now]
+
+    async def claim(self, key: str, ttl: float) -> str | None:
+        current = await self.peek(key)
+        if current is None:
+            self._claims[key] = (time.monotonic() + ttl, "")
+        return current
+
+    async def settle(self, key: str, value: str, ttl: float) -> None:
+        self._claims[key] = (time.monotonic() + ttl, value)
+
+    async def peek(self, key: str) -> str | None:
+        entry = self._claims.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            del self._claims[key]
+            return None
+        return entry[1]
+
+    async def release(self, key: str) -> None:
+        self._claims.pop(key, None)
 
     async def ping(self) -> None:
         return None

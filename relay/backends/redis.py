@@ -199,6 +199,21 @@ class RedisStore:
             out.append((token.decode(), body))
         return out
 
+    async def claim(self, key: str, ttl: float) -> str | None:
+        # SET NX GET: one round trip that either takes the key or returns its value.
+        old = await self._call(self._r.set(key, "", nx=True, px=_ms(ttl), get=True))
+        return old.decode() if old is not None else None
+
+    async def settle(self, key: str, value: str, ttl: float) -> None:
+        await self._call(self._r.set(key, value, px=_ms(ttl)))
+
+    async def peek(self, key: str) -> str | None:
+        value = await self._call(self._r.get(key))
+        return value.decode() if value is not None else None
+
+    async def release(self, key: str) -> None:
+        await self._call(self._r.delete(key))
+
     async def ping(self) -> None:
         await self._call(self._r.ping())
 

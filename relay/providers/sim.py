@@ -323,6 +323,8 @@ class SimTask:
     outcome: Outcome | None = None
     result_urls: list[str] = dataclasses.field(default_factory=list)
     callbacks_sent: int = 0
+    status_queries: int = 0  # lets tests see how often a reconciler polled
+    callbacks_answered: int = 0  # deliveries finished (answered or given up)
     last_status: int | None = None
     last_callback: bytes | None = None  # the canonical callback body, for /resend
 
@@ -547,6 +549,8 @@ def _task_view(task: SimTask) -> dict[str, Any]:
         "callBackUrl": task.callback_url,
         "input": task_input,
         "callbacksSent": task.callbacks_sent,
+        "statusQueries": task.status_queries,
+        "callbacksAnswered": task.callbacks_answered,
         "lastCallbackStatus": task.last_status,
         "resultUrls": task.result_urls,
         "createTime": task.created_ms,
@@ -605,6 +609,7 @@ async def _post_callback(state: SimState, task: SimTask, body: bytes) -> int | N
             break
         logger.warning("callback for %s, attempt %d: HTTP %d", task.task_id, attempt, status)
     task.last_status = status
+    task.callbacks_answered += 1
     return status
 
 
@@ -831,6 +836,8 @@ def _record_handler(family: Family) -> KieHandler:
         if not task_id:
             return _kie(state, 400, "taskId parameter is required")
         task = state.tasks.get(task_id)
+        if task is not None:
+            task.status_queries += 1
         # KIE answers the same body for "not visible yet" and "no such task".
         if (
             task is None
