@@ -14,6 +14,7 @@ import httpx
 from tests.conftest import StartRelay
 from tests.servers import RedisServer
 from tests.sse import Stream
+from tests.waiting import until
 
 STATUS_ORDER = ["pending", "processing", "completed"]
 
@@ -307,9 +308,8 @@ def test_serve_refuses_to_start_without_required_settings() -> None:
 
 
 async def wait_status(client: httpx.AsyncClient, status_url: str, status: str, timeout: float = 10) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
-        while True:
-            body: dict[str, Any] = (await client.get(status_url)).json()
-            if body["status"] == status:
-                return body
-            await asyncio.sleep(0.05)
+    async def reached() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(status_url)).json()
+        return body if body["status"] == status else None
+
+    return await until(reached, timeout=timeout, what=f"status {status}")

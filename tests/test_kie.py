@@ -24,8 +24,21 @@ from tests.conftest import StartRelay
 from tests.servers import HOST, free_port
 from tests.sse import Stream
 from tests.test_core import create, sim_task, success_payload, wait_status
+from tests.waiting import until
 
 FAST_RECONCILE = {"RELAY_RECONCILE_AFTER": "0.3", "RELAY_RECONCILE_INTERVAL": "0.2"}
+
+
+async def polled(client: httpx.AsyncClient, sim: str, task_id: str, n: int) -> bool:
+    return bool((await sim_task(client, sim, task_id))["statusQueries"] >= n)
+
+
+async def answered(client: httpx.AsyncClient, sim: str, task_id: str, n: int) -> bool:
+    return bool((await sim_task(client, sim, task_id))["callbacksAnswered"] >= n)
+
+
+async def started(server: Any) -> bool:
+    return bool(server.started)
 
 
 async def configure(client: httpx.AsyncClient, sim: str, **changes: Any) -> None:
@@ -63,9 +76,7 @@ async def test_recordinfo_null_just_after_create_means_pending(
     await configure(client, sim, record_null_seconds=60)
     relay = start_relay(redis_url, **FAST_RECONCILE)
     task = await create(client, relay.url)
-    async with asyncio.timeout(10):
-        while (await sim_task(client, sim, task["taskId"]))["statusQueries"] < 3:
-            await asyncio.sleep(0.1)
+    await until(lambda: polled(client, sim, task["taskId"], 3), timeout=10, what="three status polls")
     body = (await client.get(task["statusUrl"])).json()
     assert body["status"] == "pending" and body["version"] == 1
 
@@ -78,9 +89,7 @@ async def test_duplicates_and_out_of_order_change_nothing_after_terminal(
     task = await create(client, relay.url)
     final = await wait_status(client, task["statusUrl"], "completed")
     # Every delivery (the success three times, then a failure) is answered before we look again.
-    async with asyncio.timeout(10):
-        while (await sim_task(client, sim, task["taskId"]))["callbacksAnswered"] < 4:
-            await asyncio.sleep(0.05)
+    await until(lambda: answered(client, sim, task["taskId"], 4), timeout=10, what="four deliveries")
     callback_url = (await sim_task(client, sim, task["taskId"]))["callBackUrl"]
     late = {"code": 501, "msg": "Playground task failed.", "data": {"taskId": task["taskId"], "state": "fail", "failCode": "500", "failMsg": "late"}}
     assert (await client.post(callback_url, json=late)).status_code == 200
@@ -314,9 +323,7 @@ async def test_two_reconcilers_poll_each_task_once_per_interval(
     start_relay(redis_url, **env)
     task = await create(client, a.url)
     started = time.monotonic()
-    async with asyncio.timeout(10):
-        while (await sim_task(client, sim, task["taskId"]))["statusQueries"] < 1:
-            await asyncio.sleep(0.05)
+    await until(lambda: polled(client, sim, task["taskId"], 1), timeout=10, what="the first status poll")
     first_poll = time.monotonic()
     await asyncio.sleep(4.0)  # the window being measured, not a synchronisation
     polls = (await sim_task(client, sim, task["taskId"]))["statusQueries"]
@@ -349,9 +356,7 @@ async def test_callback_racing_the_create_is_not_lost(sim: str, client: httpx.As
     server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan="on"))
     serving = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
+        await until(lambda: started(server), timeout=10, what="uvicorn to start")
         services = app.state.services
         real_create = services.provider.create
         parked_statuses: list[int] = []
