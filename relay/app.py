@@ -8,18 +8,22 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay import callbacks, events, tasks
+from relay import callbacks, events, metrics, tasks
 from relay.errors import RelayError
 from relay.http import JSONResponse
 from relay.lifespan import Services, open_services
 from relay.logs import configure_logging
+from relay.middleware import RequestContext
 from relay.settings import Settings
 
 log = logging.getLogger("relay")
@@ -75,6 +79,12 @@ async def readyz(request: Request) -> Response:
     )
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    metrics.OPEN_STREAMS.set(svc.streams.total)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -96,13 +106,29 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/health", readyz),
+        Route("/metrics", metrics_endpoint),
         *tasks.routes,
         *callbacks.routes,
         *events.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    middleware = [Middleware(RequestContext)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                # Bearer tokens, never cookies: so never credentials, and "*" stays safe.
+                allow_credentials=False,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"],
+                expose_headers=["Retry-After", "X-Request-ID", "Idempotent-Replayed"],
+                max_age=600,
+            )
+        )
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={RelayError: relay_error, HTTPException: http_error, Exception: internal_error},
     )

@@ -15,7 +15,8 @@ import time
 from starlette.requests import Request
 from starlette.routing import Route
 
-from relay import auth
+from relay import auth, metrics
+from relay.access import address_of
 from relay.errors import RelayError, Unauthorized
 from relay.http import JSONResponse, parse_json, read_body
 from relay.lifespan import Services
@@ -47,12 +48,13 @@ def verify_webhook_signature(key: str, task_id: str, timestamp: str | None, sign
 
 async def kie_callback(request: Request) -> JSONResponse:
     svc: Services = request.app.state.services
+    await svc.callback_limit.check(address_of(request))
     token = request.query_params.get("token")
     # Refuse forgeries before reading the body or touching the store.
     if not auth.callback_token_signed(svc.settings.secret, token):
         raise Unauthorized("the callback URL's token is missing or invalid", code="invalid_callback_token")
     assert token is not None
-    raw = await read_body(request, svc.settings.max_body)
+    raw = await read_body(request, svc.settings.max_body, svc.settings.read_timeout)
     payload = parse_json(raw, "callback body")
     if svc.settings.kie_webhook_hmac_key:
         # Only the task id is signed: check the signature before trusting anything else.
@@ -67,6 +69,7 @@ async def kie_callback(request: Request) -> JSONResponse:
     if task is None:
         # The callback raced our create response; keep it for `apply_parked`.
         await svc.store.park_callback(report.task_id, token, raw, PARK_TTL)
+        metrics.CALLBACKS.labels(report.family, "parked").inc()
         log.info("parked an early callback", extra={"task_id": report.task_id})
         # The create may have stored the task and drained the parking lot between our
         # read and our park; look once more so the callback cannot be stranded.
@@ -75,8 +78,10 @@ async def kie_callback(request: Request) -> JSONResponse:
             await apply_parked(svc, task)
         return JSONResponse(RECEIVED)
     if not auth.token_matches(token, task.callback_hash):
+        metrics.CALLBACKS.labels(report.family, "rejected").inc()
         raise Unauthorized("the callback URL's token belongs to another task", code="invalid_callback_token")
-    await svc.ingestor.report(report)
+    changed = await svc.ingestor.report(report)
+    metrics.CALLBACKS.labels(report.family, "applied" if changed else "unchanged").inc()
     return JSONResponse(RECEIVED)
 
 

@@ -44,7 +44,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
-    _uvicorn(create_app(settings), args.host, args.port)
+    _uvicorn(
+        create_app(settings), args.host, args.port, forwarded_allow_ips=",".join(settings.trusted_proxies)
+    )
     return 0
 
 

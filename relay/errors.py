@@ -46,6 +46,11 @@ class TaskNotFound(NotFound):
     code = "task_not_found"
 
 
+class RequestTimeout(RelayError):
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(RelayError):
     status = 413
     code = "payload_too_large"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay import auth
+from relay import metrics
+from relay.access import authorize_task, ensure_owner
 from relay.errors import BadRequest, RelayError, TaskNotFound
 from relay.fanout import Subscription, TaskEvent
 from relay.http import bearer_token
@@ -26,9 +27,6 @@ from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Task
 
 log = logging.getLogger("relay.events")
-
-MAX_TASKS_PER_STREAM = 50
-
 
 def parse_last_event_id(text: str | None, task_ids: list[str]) -> dict[str, int]:
     """`Last-Event-ID` is the version for a one-task stream, `id:version,...` for a
@@ -53,9 +51,17 @@ def _ping() -> ServerSentEvent:
 class Stream:
     """One open stream: which versions the browser has, and how to frame the next event."""
 
-    def __init__(self, svc: Services, sub: Subscription, task_ids: list[str], sent: dict[str, int]):
+    def __init__(
+        self,
+        svc: Services,
+        sub: Subscription,
+        task_ids: list[str],
+        sent: dict[str, int],
+        finish: Callable[[], None],
+    ):
         self.svc = svc
         self.sub = sub
+        self.finish = finish
         self.task_ids = task_ids
         self.multi = len(task_ids) > 1
         self.sent = {task_id: sent.get(task_id, 0) for task_id in task_ids}
@@ -67,6 +73,7 @@ class Stream:
         self.sent[event.task_id] = event.version
         if event.terminal:
             self.done.add(event.task_id)
+        metrics.EVENTS_SENT.inc()
         event_id = (
             ",".join(f"{t}:{v}" for t, v in self.sent.items()) if self.multi else str(event.version)
         )
@@ -103,7 +110,7 @@ class Stream:
                     if (frame := self.frame(event)) is not None:
                         yield frame
         finally:
-            self.sub.close()
+            self.finish()
 
     async def _resync(self) -> list[TaskEvent]:
         try:
@@ -117,27 +124,36 @@ class Stream:
 
 async def open_stream(request: Request, task_ids: list[str], tokens: list[str | None]) -> Response:
     svc: Services = request.app.state.services
+    callers = []
     for task_id, token in zip(task_ids, tokens, strict=True):
         if not TASK_ID_RE.match(task_id):
             raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
-        if svc.settings.auth == "token":
-            auth.check_task_token(svc.settings.secret, task_id, token)
+        callers.append(authorize_task(svc.settings, request, task_id, token))
+    client = callers[0].key
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    svc.streams.acquire(client)
     sub = svc.hub.subscribe(task_ids)  # before the snapshot: nothing can fall in between
+
+    def finish() -> None:
+        if not sub.closed:
+            sub.close()
+            svc.streams.release(client)
+
     try:
-        stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids))
+        stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids), finish)
         first: list[TaskEvent] = []
-        for task_id in task_ids:
+        for task_id, caller in zip(task_ids, callers, strict=True):
             task = await svc.store.get(task_id)
             if task is None:
                 raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
+            ensure_owner(caller, task)
             first.append(stream.note_snapshot(task))
     except BaseException:
-        sub.close()
+        finish()
         raise
     if len(stream.done) == len(task_ids):
         # The browser has every terminal state already: 204 tells EventSource to stop.
-        sub.close()
+        finish()
         return Response(status_code=204)
     return EventSourceResponse(
         stream.run(first),
@@ -146,7 +162,8 @@ async def open_stream(request: Request, task_ids: list[str], tokens: list[str | 
         send_timeout=svc.settings.sse_send_timeout,
         shutdown_grace_period=1.0,
         headers={"Cache-Control": "no-cache"},
-        background=BackgroundTask(sub.close),
+        # Also runs if the generator never started (the client left at once).
+        background=BackgroundTask(finish),
     )
 
 
@@ -159,8 +176,9 @@ async def multi_events(request: Request) -> Response:
     task_ids = list(dict.fromkeys(request.query_params.getlist("taskId")))
     if not task_ids:
         raise BadRequest("give at least one taskId: /api/events?taskId=a&taskId=b")
-    if len(task_ids) > MAX_TASKS_PER_STREAM:
-        raise BadRequest(f"at most {MAX_TASKS_PER_STREAM} taskId values per stream")
+    limit = request.app.state.services.settings.max_tasks_per_stream
+    if len(task_ids) > limit:
+        raise BadRequest(f"at most {limit} taskId values per stream; open another stream for the rest")
     tokens: list[str | None] = list(request.query_params.getlist("token"))
     if len(tokens) <= 1:
         tokens = [tokens[0] if tokens else bearer_token(request)] * len(task_ids)

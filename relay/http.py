@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from relay.errors import BadRequest, PayloadTooLarge
+from relay.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
 class JSONResponse(Response):
@@ -18,19 +19,25 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, deadline: float = 10.0) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes, whether or
-    not the client sent a Content-Length; an oversized body is never buffered."""
+    not the client sent a Content-Length (an oversized body is never buffered), and with
+    408 if it has not all arrived within `deadline` seconds (a slow-loris sender cannot
+    hold the worker)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {deadline:g} s") from None
     return b"".join(chunks)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from relay import metrics
 from relay.backends.base import Hub, TaskStore
 from relay.errors import ServiceUnavailable, StoreUnavailable, TaskNotFound
 from relay.models import ProviderReport, ProviderState, Status, Task, TaskUpdate, transition, utcnow
@@ -61,6 +62,10 @@ class Ingestor:
 
     async def apply(self, update: TaskUpdate) -> Task | None:
         """Apply `update`; return the new task, or None if nothing changed."""
+        with metrics.INGEST_SECONDS.time():
+            return await self._apply(update)
+
+    async def _apply(self, update: TaskUpdate) -> Task | None:
         for _ in range(MAX_ATTEMPTS):
             current = await self.store.get(update.task_id)
             if current is None:
@@ -83,6 +88,7 @@ class Ingestor:
                     new.version,
                     extra={"task_id": new.task_id, "status": new.status.value, "version": new.version},
                 )
+                metrics.TRANSITIONS.labels(new.status.value).inc()
                 await self._publish(new)
                 for listener in self.listeners:
                     await listener(current, new)

@@ -27,3 +27,8 @@ def idempotency(digest: str) -> str:
 def lease(task_id: str) -> str:
     """Held by the one instance that polls this task's provider status this interval."""
     return f"{PREFIX}:lease:{task_id}"
+
+
+def rate(scope: str, client: str, window_index: int) -> str:
+    """A fixed-window request counter, shared by every instance."""
+    return f"{PREFIX}:rate:{scope}:{client}:{window_index}"

@@ -16,6 +16,7 @@ from relay.backends.base import Hub, TaskStore
 from relay.backends.memory import MemoryHub, MemoryStore
 from relay.background import Supervisor
 from relay.ingest import Ingestor
+from relay.limits import RateLimit, StreamCap
 from relay.providers.base import Provider
 from relay.providers.kie import KieClient
 from relay.reconcile import Reconciler
@@ -33,6 +34,9 @@ class Services:
     ingestor: Ingestor
     background: Supervisor
     draining: asyncio.Event
+    create_limit: RateLimit
+    callback_limit: RateLimit
+    streams: StreamCap
 
 
 def open_backends(settings: Settings) -> tuple[TaskStore, Hub]:
@@ -72,6 +76,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ingestor=Ingestor(store, hub),
             background=background,
             draining=asyncio.Event(),
+            create_limit=RateLimit(store, "create", settings.rate_create),
+            callback_limit=RateLimit(store, "callback", settings.rate_callback),
+            streams=StreamCap(settings.max_streams_per_client),
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
         reconciler = Reconciler(store, provider, services.ingestor, settings)

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from relay import keys
+from relay import keys, metrics
 from relay.backends.base import TaskStore
 from relay.errors import ProviderError, RelayError
 from relay.ingest import Ingestor
@@ -123,8 +123,10 @@ class Reconciler:
         await self.limiter.wait()
         self.polls += 1
         try:
-            await self.ingestor.report(await self.provider.status(task.task_id, task.model))
+            changed = await self.ingestor.report(await self.provider.status(task.task_id, task.model))
+            metrics.RECONCILER_POLLS.labels("changed" if changed else "unchanged").inc()
         except ProviderError as exc:
+            metrics.RECONCILER_POLLS.labels("error").inc()
             log.warning("status query failed: %s", exc.message, extra={"task_id": task.task_id})
         if age > self.settings.task_deadline:
             await self._time_out(task)  # a no-op if the poll just finished it

@@ -18,7 +18,9 @@ ProviderKind = Literal["kie", "sim"]
 LogFormat = Literal["json", "console"]
 
 KIE_BASE_URL = "https://api.kie.ai"
-SECRET_FIELDS = frozenset({"secret", "kie_api_key", "kie_webhook_hmac_key", "s3_secret_access_key"})
+SECRET_FIELDS = frozenset(
+    {"secret", "kie_api_key", "kie_webhook_hmac_key", "s3_secret_access_key", "jwt_secret"}
+)
 DEFAULT_RESULT_HOSTS = ("*.aiquickdraw.com", "*.redpandaai.co", "*.kie.ai")
 
 
@@ -49,6 +51,10 @@ class Settings:
     kie_webhook_hmac_key: str | None = None
     secret: str = ""
     auth: AuthMode = "token"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     cors_origins: tuple[str, ...] = ()
     sse_ping: float = 15.0
     sse_retry_ms: int = 3000
@@ -62,6 +68,12 @@ class Settings:
     token_ttl: float = 7 * 24 * 3600.0
     task_ttl: float = 30 * 24 * 3600.0
     max_body: int = 1024 * 1024
+    read_timeout: float = 10.0
+    rate_create: int = 30  # task creations per client per minute
+    rate_callback: int = 1200  # callbacks per client address per minute
+    max_streams_per_client: int = 32
+    max_tasks_per_stream: int = 50
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     redis_max_connections: int = 200
     log_format: LogFormat = "json"
     log_level: str = "INFO"
@@ -98,6 +110,10 @@ class Settings:
             kie_webhook_hmac_key=r.text("KIE_WEBHOOK_HMAC_KEY", "") or None,
             secret=r.text("RELAY_SECRET", ""),
             auth=cast(AuthMode, r.choice("RELAY_AUTH", "token", ("token", "jwt", "none"))),
+            jwt_secret=r.text("RELAY_JWT_SECRET", "") or None,
+            jwt_public_key=r.text("RELAY_JWT_PUBLIC_KEY", "").replace("\\n", "\n") or None,
+            jwt_audience=r.text("RELAY_JWT_AUDIENCE", "") or None,
+            jwt_issuer=r.text("RELAY_JWT_ISSUER", "") or None,
             cors_origins=r.items("RELAY_CORS_ORIGINS"),
             sse_ping=r.number("RELAY_SSE_PING", 15.0, low=0.05),
             sse_send_timeout=r.number("RELAY_SSE_SEND_TIMEOUT", 30.0, low=0.1),
@@ -110,6 +126,12 @@ class Settings:
             token_ttl=r.number("RELAY_TOKEN_TTL", 7 * 24 * 3600.0, low=1),
             task_ttl=r.number("RELAY_TASK_TTL", 30 * 24 * 3600.0, low=60),
             max_body=int(r.number("RELAY_MAX_BODY", 1024 * 1024, low=1024)),
+            read_timeout=r.number("RELAY_READ_TIMEOUT", 10.0, low=0.1),
+            rate_create=int(r.number("RELAY_RATE_CREATE", 30, low=1)),
+            rate_callback=int(r.number("RELAY_RATE_CALLBACK", 1200, low=1)),
+            max_streams_per_client=int(r.number("RELAY_MAX_STREAMS_PER_CLIENT", 32, low=1)),
+            max_tasks_per_stream=int(r.number("RELAY_MAX_TASKS_PER_STREAM", 50, low=1)),
+            trusted_proxies=r.items("RELAY_TRUSTED_PROXIES") or ("127.0.0.1",),
             redis_max_connections=int(r.number("RELAY_REDIS_MAX_CONNECTIONS", 200, low=2)),
             log_format=cast(LogFormat, r.choice("RELAY_LOG_FORMAT", "console" if demo else "json", ("json", "console"))),
             log_level=r.choice("RELAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -125,6 +147,12 @@ class Settings:
             )
         if self.provider == "kie" and not self.kie_api_key:
             raise SettingsError("KIE_API_KEY is required when RELAY_PROVIDER=kie")
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key):
+            raise SettingsError("RELAY_JWT_SECRET or RELAY_JWT_PUBLIC_KEY is required when RELAY_AUTH=jwt")
+        if self.jwt_secret and len(self.jwt_secret) < 32:
+            raise SettingsError("RELAY_JWT_SECRET is too short: use at least 32 characters")
+        if "*" in self.cors_origins and len(self.cors_origins) > 1:
+            raise SettingsError("RELAY_CORS_ORIGINS: use either '*' alone or a list of origins")
         if not self.secret:
             if not self.demo:
                 raise SettingsError(

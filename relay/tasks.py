@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from relay import auth, idempotency
+from relay.access import authorize_task, ensure_owner, identify
 from relay.callbacks import apply_parked
 from relay.errors import BadRequest, Forbidden, ProviderError, TaskNotFound
 from relay.http import JSONResponse, bearer_token, parse_json, read_body
@@ -92,20 +93,16 @@ def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
     return out
 
 
-def caller_of(request: Request) -> str:
-    """Who is asking, for de-duplication: the client address (uvicorn resolves forwarded
-    headers only from trusted proxies)."""
-    return request.client.host if request.client else "unknown"
-
-
 async def create_task(request: Request) -> JSONResponse:
     svc = services(request)
-    new = parse_new_task(parse_json(await read_body(request, svc.settings.max_body)))
+    caller = identify(svc.settings, request)
+    await svc.create_limit.check(caller.key)
+    new = parse_new_task(parse_json(await read_body(request, svc.settings.max_body, svc.settings.read_timeout)))
     idem_header = request.headers.get("idempotency-key")
     if idem_header is not None and not 0 < len(idem_header) <= 255:
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
-    key, ttl = idempotency.claim_key(caller_of(request), idem_header, new.fingerprint())
-    task_id, created = await idempotency.once(svc.store, key, ttl, lambda: start_task(svc, new))
+    key, ttl = idempotency.claim_key(caller.key, idem_header, new.fingerprint())
+    task_id, created = await idempotency.once(svc.store, key, ttl, lambda: start_task(svc, new, caller.user))
     task = await svc.store.get(task_id)
     if task is None:
         raise TaskNotFound(f"task {task_id!r} from an earlier identical request has expired")
@@ -113,7 +110,7 @@ async def create_task(request: Request) -> JSONResponse:
     return JSONResponse({**task.public(), **links(request, svc, task_id)}, status_code=202, headers=headers)
 
 
-async def start_task(svc: Services, new: NewTask) -> str:
+async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
     """Create the task at the provider and store it (pending, version 1)."""
     callback_token = auth.callback_token(svc.settings.secret)
     provider_task_id = await svc.provider.create(
@@ -139,6 +136,7 @@ async def start_task(svc: Services, new: NewTask) -> str:
         created_at=now,
         updated_at=now,
         callback_hash=auth.token_hash(callback_token),
+        owner=owner,
     )
     await svc.ingestor.create(task)
     # A callback may have beaten us here (KIE can be faster than our store write).
@@ -149,11 +147,11 @@ async def start_task(svc: Services, new: NewTask) -> str:
 async def read_task(svc: Services, request: Request, task_id: str | None) -> Task:
     if not task_id or not TASK_ID_RE.match(task_id):
         raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
-    if svc.settings.auth == "token":
-        auth.check_task_token(svc.settings.secret, task_id, bearer_token(request))
+    caller = authorize_task(svc.settings, request, task_id, bearer_token(request))
     task = await svc.store.get(task_id)
     if task is None:
         raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
+    ensure_owner(caller, task)
     return task
 
 
@@ -178,6 +176,7 @@ async def list_tasks(request: Request) -> JSONResponse:
             "history needs per-user authentication (RELAY_AUTH=jwt) or RELAY_AUTH=none",
             code="history_disabled",
         )
+    caller = identify(svc.settings, request)
     q = request.query_params
     status = q.get("status")
     if status is not None and status not in Status.__members__.values():
@@ -191,7 +190,9 @@ async def list_tasks(request: Request) -> JSONResponse:
     cursor = q.get("cursor")
     if cursor is not None and (len(cursor) > 160 or ":" not in cursor):
         raise BadRequest("cursor is not one this service returned")
-    page = await svc.store.history(limit=int(limit_text), cursor=cursor, status=status, mode=mode)
+    page = await svc.store.history(
+        limit=int(limit_text), cursor=cursor, status=status, mode=mode, owner=caller.user
+    )
     items = []
     for task in page.items:
         item = task.public()

@@ -18,6 +18,7 @@ class MemoryStore:
         self._tasks: dict[str, Task] = {}
         self._parked: dict[str, list[tuple[float, str, bytes]]] = {}
         self._claims: dict[str, tuple[float, str]] = {}
+        self._counters: dict[str, tuple[float, int]] = {}
 
     async def get(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
@@ -95,6 +96,16 @@ class MemoryStore:
 
     async def release(self, key: str) -> None:
         self._claims.pop(key, None)
+
+    async def hit(self, key: str, ttl: float) -> int:
+        now = time.monotonic()
+        if len(self._counters) > 10_000:
+            self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+        expires, count = self._counters.get(key, (now + ttl, 0))
+        if expires <= now:
+            expires, count = now + ttl, 0
+        self._counters[key] = (expires, count + 1)
+        return count + 1
 
     async def ping(self) -> None:
         return None

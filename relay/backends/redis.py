@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay import keys
+from relay import keys, metrics
 from relay.backends.base import Page
 from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
@@ -214,6 +214,13 @@ class RedisStore:
     async def release(self, key: str) -> None:
         await self._call(self._r.delete(key))
 
+    async def hit(self, key: str, ttl: float) -> int:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, _ms(ttl), nx=True)
+            count, _ = await self._call(pipe.execute())
+        return int(count)
+
     async def ping(self) -> None:
         await self._call(self._r.ping())
 
@@ -280,6 +287,7 @@ class RedisHub:
                         self.connected.set()
                         if subscribed_before:
                             self.reconnects += 1
+                            metrics.REDIS_RECONNECTS.inc()
                             log.warning("redis pub/sub reconnected; re-syncing open streams")
                             self.fanout.resync_all()
                         subscribed_before = True

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
+from relay import metrics
 from relay.errors import ProviderError
 from relay.models import ProviderReport
 from relay.normalize import normalize_status
@@ -168,6 +169,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     http = response.status_code
     text = response.content.lstrip()[:1]
     if text == b"<" or "html" in response.headers.get("content-type", ""):
+        metrics.KIE_ERRORS.labels("html").inc()
         error = ProviderError(
             f"KIE answered with HTML, status {http} (a gateway or error page, not the API)",
             code="provider_bad_response",
@@ -193,6 +195,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     if code == 422 and "recordinfo is null" in message.lower():
         return body  # not yet visible: the caller treats it as pending
     log.warning("KIE refused a request: code %s (HTTP %s): %s", code, http, message)
+    metrics.KIE_ERRORS.labels(str(code)).inc()
     raise _error_for(code, message, response)
 
 

@@ -1,0 +1,21 @@
+"""Prometheus metrics, served at /metrics. Names follow Prometheus conventions; labels
+are low-cardinality (never a task id)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter("relay_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("relay_http_request_seconds", "HTTP request latency (streams: time to headers)", ["route"])
+CALLBACKS = Counter("relay_callbacks_total", "KIE callbacks", ["family", "outcome"])
+INGEST_SECONDS = Histogram(
+    "relay_ingest_seconds", "Time to apply one update (read, transition, compare-and-set, publish)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+TRANSITIONS = Counter("relay_task_transitions_total", "Stored task changes", ["status"])
+OPEN_STREAMS = Gauge("relay_open_streams", "Open SSE streams in this process")
+EVENTS_SENT = Counter("relay_events_sent_total", "SSE task events sent")
+RECONCILER_POLLS = Counter("relay_reconciler_polls_total", "Provider status queries by the reconciler", ["outcome"])
+MIRROR = Counter("relay_mirror_total", "Result mirroring passes", ["outcome"])
+REDIS_RECONNECTS = Counter("relay_redis_reconnects_total", "Redis pub/sub reconnects")
+KIE_ERRORS = Counter("relay_kie_errors_total", "KIE answers that were errors", ["code"])

@@ -1,0 +1,94 @@
+"""ASGI middleware: request ids and one log line per request, security headers."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from relay import metrics
+
+log = logging.getLogger("relay.http")
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# The demo page loads only its own scripts and styles; result images may come from any
+# https host (the provider's, a CDN) until mirrored.
+HTML_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https: http:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-frame-options": "DENY",
+}
+
+
+class RequestContext:
+    """Gives every request an id (kept from X-Request-ID when sane), logs one line when it
+    ends — the path without its query string, which can carry tokens — and counts it."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = rid
+                headers["x-content-type-options"] = "nosniff"
+                headers.setdefault("referrer-policy", "no-referrer")
+                if headers.get("content-type", "").startswith("text/html"):
+                    for name, value in HTML_HEADERS.items():
+                        headers[name] = value
+                route = _route_of(scope)
+                metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            route = _route_of(scope)
+            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            log.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed,
+                extra={"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": round(elapsed, 2)},
+            )
+            request_id.reset(token)
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on every log record made while serving a request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        if rid is not None and not hasattr(record, "request_id"):
+            record.request_id = rid
+        return True
