@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import subprocess
 import sys
@@ -48,6 +49,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         create_app(settings), args.host, args.port, forwarded_allow_ips=",".join(settings.trusted_proxies)
     )
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from relay.check import run_checks
+    from relay.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    # The report is the output; background retries of a broken link would only add noise.
+    logging.basicConfig(level=logging.CRITICAL)
+    return 0 if asyncio.run(run_checks(settings, sys.stdout)) else 1
 
 
 def cmd_kie_sim(args: argparse.Namespace) -> int:
@@ -117,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="print the configuration and test every link (store, hub, storage, KIE, public URL)")
+    check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="run Relay and the KIE simulator on embedded defaults")
     demo.add_argument("--host", default="127.0.0.1")

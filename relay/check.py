@@ -1,0 +1,127 @@
+"""`relay check`: print the configuration (secrets masked) and test every link of the
+chain, so an operator can tell exactly which one is broken."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+import httpx
+
+from relay.errors import RelayError
+from relay.lifespan import open_backends, open_provider
+from relay.models import Mode, Status, Task, utcnow
+from relay.settings import Settings
+from relay.storage import open_storage
+
+LinkCheck = Callable[[], Awaitable[str]]
+
+
+@dataclass
+class Verdict:
+    link: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+async def run_checks(settings: Settings, out: TextIO) -> bool:
+    print("Configuration:", file=out)
+    for name, value in settings.masked().items():
+        print(f"  {name:<24} {value}", file=out)
+    print("\nLinks:", file=out)
+    store, hub = open_backends(settings)
+    provider = open_provider(settings)
+    storage = open_storage(settings)
+    verdicts: list[Verdict] = []
+    try:
+
+        async def check_store() -> str:
+            key = f"relay:check:{secrets.token_hex(6)}"
+            if await store.claim(key, 30) is not None:
+                raise RuntimeError("a fresh key already existed")
+            await store.settle(key, "ok", 30)
+            if await store.peek(key) != "ok":
+                raise RuntimeError("wrote a key but read back something else")
+            await store.release(key)
+            return f"read/write round trip on {settings.masked()['redis_url']}"
+
+        async def check_hub() -> str:
+            await hub.start()
+            probe = f"check-{secrets.token_hex(6)}"
+            with hub.subscribe([probe]) as sub:
+                now = utcnow()
+                await hub.publish(
+                    Task(probe, "check", "check", Mode.TEXT_TO_IMAGE, Status.PENDING, "", (), now, now)
+                )
+                events, _ = await asyncio.wait_for(sub.next(), timeout=5)
+            if not any(e.task_id == probe for e in events):
+                raise RuntimeError("published a probe event but it never came back")
+            return "published a probe event and received it"
+
+        async def check_storage() -> str:
+            await storage.start()
+            key = f"generated/relay-check/{secrets.token_hex(6)}.txt"
+            payload = secrets.token_bytes(16)
+            await storage.put(key, payload, "application/octet-stream")
+            try:
+                if await storage.get(key) != payload:
+                    raise RuntimeError("wrote an object but read back different bytes")
+            finally:
+                await storage.delete(key)
+            return f"write/read/delete round trip on {storage.label}"
+
+        async def check_provider() -> str:
+            credits = await provider.credits()
+            return f"API key accepted at {settings.kie_base_url}; {credits:g} credits left"
+
+        async def check_public_url() -> str:
+            url = f"{settings.public_url}/api/callbacks/kie"
+            async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+                response = await client.post(url, json={})
+            try:
+                code = response.json()["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                raise RuntimeError(f"{url} answered HTTP {response.status_code}, not Relay's callback route") from None
+            if code != "invalid_callback_token":
+                raise RuntimeError(f"{url} answered {response.status_code} {code}, not Relay's callback route")
+            return f"{url} reaches a Relay callback route (it refused a tokenless callback, as it should)"
+
+        links: list[tuple[str, LinkCheck]] = [
+            ("store", check_store),
+            ("hub", check_hub),
+            ("storage", check_storage),
+            ("provider", check_provider),
+            ("public url", check_public_url),
+        ]
+        for name, check in links:
+            verdicts.append(await _run(name, check))
+            v = verdicts[-1]
+            mark = "ok    " if v.ok else "FAILED"
+            print(f"  {mark} {name:<11} {v.detail} ({v.seconds * 1000:.0f} ms)", file=out)
+    finally:
+        for close in (hub.aclose, store.aclose, provider.aclose, storage.aclose):
+            with contextlib.suppress(Exception):  # closing a link that failed may fail too
+                await close()
+    failed = [v.link for v in verdicts if not v.ok]
+    print(f"\nVerdict: {'all links ok' if not failed else 'broken: ' + ', '.join(failed)}", file=out)
+    return not failed
+
+
+async def _run(name: str, check: LinkCheck) -> Verdict:
+    started = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(check(), timeout=15)
+        ok = True
+    except RelayError as exc:
+        detail, ok = exc.message, False
+    except TimeoutError:
+        detail, ok = "no answer within 15 s", False
+    except Exception as exc:
+        detail, ok = f"{type(exc).__name__}: {exc}", False
+    return Verdict(name, ok, detail, time.perf_counter() - started)
