@@ -18,13 +18,14 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay import callbacks, events, metrics, tasks
+from relay import callbacks, events, metrics, tasks, uploads
 from relay.errors import RelayError
 from relay.http import JSONResponse
 from relay.lifespan import Services, open_services
 from relay.logs import configure_logging
 from relay.middleware import RequestContext
 from relay.settings import Settings
+from relay.storage import files_mount
 
 log = logging.getLogger("relay")
 STATIC = Path(__file__).parent / "static"
@@ -64,7 +65,7 @@ async def readyz(request: Request) -> Response:
     """Each dependency, with its latency: an operator sees which link is broken."""
     svc: Services = request.app.state.services
     components: dict[str, dict[str, object]] = {}
-    for name, check in (("store", svc.store.ping), ("hub", svc.hub.ping)):
+    for name, check in (("store", svc.store.ping), ("hub", svc.hub.ping), ("storage", svc.storage.ping)):
         started = time.perf_counter()
         try:
             await check()
@@ -110,8 +111,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *tasks.routes,
         *callbacks.routes,
         *events.routes,
+        *uploads.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    if (files := files_mount(settings)) is not None:
+        routes.append(files)
     middleware = [Middleware(RequestContext)]
     if settings.cors_origins:
         middleware.append(

@@ -91,6 +91,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "KIE_BASE_URL": f"http://127.0.0.1:{sim_port}",
             "KIE_API_KEY": "sim-key",
             "RELAY_PUBLIC_URL": f"http://127.0.0.1:{args.port}",
+            # The simulator serves its images over plain http on loopback: allow exactly it.
+            "RELAY_RESULT_HOSTS": f"http://127.0.0.1:{sim_port}",
+            "RELAY_STORAGE_URL": "file://./data/files",
         }
         try:
             settings = Settings.from_env(demo=True, overrides=demo_env).with_demo_secret()

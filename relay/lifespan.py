@@ -15,12 +15,15 @@ from sse_starlette.sse import AppStatus
 from relay.backends.base import Hub, TaskStore
 from relay.backends.memory import MemoryHub, MemoryStore
 from relay.background import Supervisor
+from relay.downloader import Downloader
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
+from relay.mirror import Mirror
 from relay.providers.base import Provider
 from relay.providers.kie import KieClient
 from relay.reconcile import Reconciler
 from relay.settings import Settings
+from relay.storage import ObjectStorage, open_storage
 
 log = logging.getLogger("relay")
 
@@ -32,6 +35,8 @@ class Services:
     hub: Hub
     provider: Provider
     ingestor: Ingestor
+    storage: ObjectStorage
+    mirror: Mirror
     background: Supervisor
     draining: asyncio.Event
     create_limit: RateLimit
@@ -66,14 +71,28 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await hub.start()
         provider = open_provider(settings)
         stack.push_async_callback(provider.aclose)
+        storage = open_storage(settings)
+        await storage.start()
+        stack.push_async_callback(storage.aclose)
+        downloader = Downloader(settings)
+        stack.push_async_callback(downloader.aclose)
+        # Closed first (the stack unwinds in reverse): background jobs stop before the
+        # clients they use.
         background = Supervisor()
         stack.push_async_callback(background.aclose)
+        ingestor = Ingestor(store, hub, mirroring=settings.mirror)
+        mirror = Mirror(
+            storage=storage, downloader=downloader, ingestor=ingestor, supervisor=background, settings=settings
+        )
+        ingestor.listeners.append(mirror.on_change)
         services = Services(
             settings=settings,
             store=store,
             hub=hub,
             provider=provider,
-            ingestor=Ingestor(store, hub),
+            ingestor=ingestor,
+            storage=storage,
+            mirror=mirror,
             background=background,
             draining=asyncio.Event(),
             create_limit=RateLimit(store, "create", settings.rate_create),
@@ -81,7 +100,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             streams=StreamCap(settings.max_streams_per_client),
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
-        reconciler = Reconciler(store, provider, services.ingestor, settings)
+        reconciler = Reconciler(store, provider, ingestor, settings, mirror=mirror)
         background.spawn(reconciler.run(), name="relay-reconciler")
         if settings.auth == "none":
             log.warning("RELAY_AUTH=none: every task is readable by anyone who knows its id")

@@ -15,12 +15,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 
 from relay import keys, metrics
 from relay.backends.base import TaskStore
 from relay.errors import ProviderError, RelayError
 from relay.ingest import Ingestor
+from relay.mirror import Mirror
 from relay.models import Status, Task, TaskError, TaskUpdate
 from relay.providers.base import Provider
 from relay.settings import Settings
@@ -29,11 +29,6 @@ log = logging.getLogger("relay.reconcile")
 
 BATCH = 100
 MAX_POLL_INTERVAL = 30.0
-
-# Called for a task whose provider succeeded but whose results are not saved yet (the
-# instance mirroring it may have died).
-StuckMirror = Callable[[Task], Awaitable[None]]
-
 
 class RateLimiter:
     """Spaces calls at least 1/rate seconds apart: status queries stay gentle however many
@@ -59,13 +54,13 @@ class Reconciler:
         ingestor: Ingestor,
         settings: Settings,
         *,
-        on_stuck_mirror: StuckMirror | None = None,
+        mirror: Mirror | None = None,
     ):
         self.store = store
         self.provider = provider
         self.ingestor = ingestor
         self.settings = settings
-        self.on_stuck_mirror = on_stuck_mirror
+        self.mirror = mirror
         self.limiter = RateLimiter(settings.reconcile_rate)
         self.polls = 0
 
@@ -87,6 +82,14 @@ class Reconciler:
     async def pass_once(self) -> int:
         """One sweep over due tasks; returns how many this instance checked."""
         now = time.time()
+        if self.mirror is not None:
+            # Tasks that completed with the provider's URLs because saving failed: try
+            # again, as gently as status polls (the same lease keeps instances apart).
+            for task_id in self.mirror.pending_retries()[:BATCH]:
+                task = await self.store.get(task_id)
+                age = now - task.created_at.timestamp() if task else 0.0
+                if await self.store.claim(keys.lease(task_id), self.poll_interval(age)) is None:
+                    await self.mirror.retry(task_id)
         due = await self.store.open_tasks(now - self.settings.reconcile_after, BATCH)
         checked = 0
         for task_id in due:
@@ -106,7 +109,7 @@ class Reconciler:
     async def check(self, task: Task, age: float) -> None:
         if task.provider_result_urls:
             # The provider succeeded; only saving the results is outstanding.
-            if age > self.settings.task_deadline or self.on_stuck_mirror is None:
+            if age > self.settings.task_deadline or self.mirror is None:
                 await self.ingestor.apply(
                     TaskUpdate(
                         task.task_id,
@@ -116,7 +119,8 @@ class Reconciler:
                     )
                 )
             else:
-                await self.on_stuck_mirror(task)
+                # The instance that was saving them may have died: save them here.
+                await self.mirror.on_stuck(task)
             return
         # Even at the deadline, ask once more: the result may exist and only its callback
         # was lost.

@@ -69,6 +69,7 @@ def start_relay(tmp_path: Path, sim: str) -> Iterator[StartRelay]:
 
     def start(redis_url: str = "memory://", **extra: str) -> AppProcess:
         proc = AppProcess(["serve"], {}, ready_path="/healthz", log_path=tmp_path / f"relay-{len(started)}.log")
+        extra.setdefault("RELAY_STORAGE_URL", f"file://{tmp_path}/files-{len(started)}")
         proc.env = relay_env(redis_url=redis_url, sim_url=sim, public_url=proc.url, **extra)
         started.append(proc)
         return proc.start()

@@ -147,5 +147,7 @@ def relay_env(*, redis_url: str, sim_url: str, public_url: str, **extra: str) ->
         "RELAY_PUBLIC_URL": public_url,
         "RELAY_SECRET": SECRET,
         "RELAY_LOG_FORMAT": "json",
+        # The simulator serves result images over http on loopback: allow exactly it.
+        "RELAY_RESULT_HOSTS": sim_url,
         **extra,
     }

@@ -94,9 +94,13 @@ async def test_stream_snapshot_then_live_until_terminal(
         await asyncio.wait_for(stream.closed.wait(), 5)  # the server closes after the terminal event
     bodies = [e.json() for e in events]
     assert_in_order(bodies)
+    assert [b["status"] for b in bodies] == ["pending", "processing", "completed"]
     assert [e.id for e in events] == [str(b["version"]) for b in bodies]
-    final = bodies[-1]
-    assert final["resultUrls"] and final["completedAt"]
+    processing, final = bodies[1], bodies[2]
+    assert processing["providerResultUrls"] and not processing["resultUrls"]
+    assert final["completedAt"] and final["resultUrls"][0].startswith(f"{relay.url}/files/generated/")
+    image = await client.get(final["resultUrls"][0])
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG"), "our copy serves the bytes"
     raw = await client.get(task["statusUrl"])
     assert raw.json() == final, "the status GET and the stream see the same task object"
 
@@ -248,7 +252,7 @@ async def test_two_instances_share_one_redis(
         events = await stream.until_status("completed")
     bodies = [e.json() for e in events]
     assert_in_order(bodies)
-    assert bodies[-1]["version"] > 1
+    assert [b["status"] for b in bodies] == ["processing", "completed"]
 
 
 async def test_stream_survives_redis_restart(

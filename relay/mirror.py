@@ -1,0 +1,271 @@
+"""Copy finished results into our storage, then complete the task with our URLs.
+
+Hangs off `Ingestor.listeners`: when a task newly holds the provider's result URLs while
+still `processing`, a background job downloads each one (through the SSRF-safe
+downloader) and stores it under `generated/{taskId}/{n}.{ext}`, then ingests `completed`
+with our URLs. Every terminal state is also written as `kie-tasks/{taskId}.json`.
+
+Keys are deterministic, so a retry or a re-run after a crash overwrites instead of
+duplicating. A successful generation is never lost to a storage hiccup: transient failures
+retry with backoff, and when the job gives up the task completes with the provider's URLs
+and a `mirrorError`; `retry(task_id)` (the reconciler's later pass) tries again and, on
+success, swaps in our URLs (`TaskUpdate.mirrored`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
+
+from relay import metrics
+from relay.background import Supervisor
+from relay.downloader import Download, Downloader
+from relay.errors import RelayError
+from relay.ingest import Ingestor
+from relay.models import Status, Task, TaskUpdate
+from relay.settings import Settings
+from relay.storage import ObjectStorage
+
+log = logging.getLogger("relay.mirror")
+
+T = TypeVar("T")
+
+# Ids kept for the reconciler's later pass; beyond this the oldest are dropped (and
+# logged), so a long storage outage cannot grow memory without bound.
+MAX_PENDING = 10_000
+COPY, METADATA = "copy", "metadata"
+
+
+def result_key(task_id: str, n: int, ext: str) -> str:
+    return f"generated/{task_id}/{n}.{ext}"
+
+
+def metadata_key(task_id: str) -> str:
+    return f"kie-tasks/{task_id}.json"
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, RelayError) else f"{type(exc).__name__}: {exc}"
+
+
+def _retryable(exc: Exception) -> bool:
+    # Policy and content refusals (4xx-class errors) will fail the same way next time.
+    return not (isinstance(exc, RelayError) and exc.status < 500)
+
+
+class Mirror:
+    def __init__(
+        self,
+        *,
+        storage: ObjectStorage,
+        downloader: Downloader,
+        ingestor: Ingestor,
+        supervisor: Supervisor,
+        settings: Settings,
+        attempts: int = 4,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        concurrency: int = 8,
+    ):
+        self.storage = storage
+        self.downloader = downloader
+        self.ingestor = ingestor
+        self.supervisor = supervisor
+        self.enabled = settings.mirror
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        # Each download is held in memory (up to RELAY_MAX_DOWNLOAD) until stored.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._jobs: dict[str, asyncio.Task[bool]] = {}
+        # Task id -> what it still needs ("copy", "metadata"); insertion-ordered.
+        self._pending: dict[str, set[str]] = {}
+        self._meta_dirty: set[str] = set()
+        self._meta_writers: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ hooks
+
+    async def on_change(self, before: Task, after: Task) -> None:
+        """The `Ingestor` listener. Runs inside the write path, so it only schedules work
+        and never raises."""
+        if (
+            self.enabled
+            and after.status is Status.PROCESSING
+            and after.provider_result_urls
+            and after.provider_result_urls != before.provider_result_urls
+        ):
+            self._start_job(after.task_id, after.provider_result_urls, self.attempts)
+        if after.terminal:
+            self._request_metadata(after.task_id)
+
+    def pending_retries(self) -> list[str]:
+        """Ids of tasks that still need a mirror pass (completed with the provider's URLs
+        and a `mirrorError`, or whose metadata could not be written), oldest first."""
+        return list(self._pending)
+
+    async def retry(self, task_id: str) -> bool:
+        """Do whatever mirroring `task_id` still needs, once, now: copy its results if it is
+        `processing` with provider URLs (a job lost to a crash or restart) or completed
+        with a `mirrorError`; rewrite its metadata if that failed. True when this pass
+        succeeded or there was nothing to do; False when it failed again or a job for the
+        task is already running. Safe to call for any task id."""
+        if task_id in self._jobs:
+            return False
+        task = await self.ingestor.store.get(task_id)
+        if task is None:
+            self._pending.pop(task_id, None)
+            return True
+        if self._needs_copy(task):
+            # Registered as the task's job, so a concurrent callback cannot start another;
+            # shielded, so a cancelled caller does not abandon a half-done copy.
+            try:
+                return await asyncio.shield(self._start_job(task_id, task.provider_result_urls, 1))
+            except Exception as exc:
+                log.warning("mirror retry failed: %s", _reason(exc), extra={"task_id": task_id})
+                return False
+        self._resolve(task_id, COPY)  # nothing to copy (any more): another pass did it
+        if task.terminal and METADATA in self._pending.get(task_id, ()):
+            return await self._write_metadata(task_id, attempts=1)
+        return True
+
+    async def on_stuck(self, task: Task) -> None:
+        """`Reconciler(on_stuck_mirror=...)`: a task the provider finished long ago is still
+        `processing` (the job was lost with its process); one pass now."""
+        await self.retry(task.task_id)
+
+    def _needs_copy(self, task: Task) -> bool:
+        return self.enabled and bool(task.provider_result_urls) and (
+            task.status is Status.PROCESSING
+            or (task.status is Status.COMPLETED and task.mirror_error is not None)
+        )
+
+    # ------------------------------------------------------------------ copy job
+
+    def _start_job(self, task_id: str, urls: tuple[str, ...], attempts: int) -> asyncio.Task[bool]:
+        running = self._jobs.get(task_id)
+        if running is not None:
+            return running
+        job = self.supervisor.spawn(self._mirror(task_id, urls, attempts), name=f"mirror-{task_id}")
+        self._jobs[task_id] = job
+        job.add_done_callback(lambda done: self._jobs.pop(task_id, None) if self._jobs.get(task_id) is done else None)
+        return job
+
+    async def _mirror(self, task_id: str, urls: tuple[str, ...], attempts: int) -> bool:
+        try:
+            ours = await self._copy(task_id, urls, attempts)
+        except Exception as exc:
+            reason = _reason(exc)
+            log.warning("mirroring gave up, keeping the provider's URLs: %s", reason, extra={"task_id": task_id})
+            metrics.MIRROR.labels("gave_up").inc()
+            # Remembered before the write: if the store is down too, the reconciler's pass
+            # still finds this task instead of leaving it `processing`.
+            self._remember(task_id, COPY)
+            current = await self.ingestor.store.get(task_id)
+            if current is not None and not current.terminal:
+                await self.ingestor.apply(
+                    TaskUpdate(task_id, Status.COMPLETED, result_urls=urls, mirror_error=reason)
+                )
+            return False
+        try:
+            current = await self.ingestor.store.get(task_id)
+            if current is None:
+                self._resolve(task_id, COPY)
+                return True  # expired or deleted meanwhile: nothing to complete
+            # A task that already completed with the provider's URLs takes ours only
+            # through the `mirrored` path of the status machine.
+            update = TaskUpdate(task_id, Status.COMPLETED, result_urls=ours, mirrored=current.terminal)
+            await self.ingestor.apply(update)
+        except Exception:
+            self._remember(task_id, COPY)
+            raise
+        self._resolve(task_id, COPY)
+        metrics.MIRROR.labels("mirrored").inc()
+        log.info("mirrored %d result(s)", len(ours), extra={"task_id": task_id})
+        return True
+
+    async def _copy(self, task_id: str, urls: tuple[str, ...], attempts: int) -> tuple[str, ...]:
+        ours: list[str] = []
+        for n, url in enumerate(urls):
+            where = f"result {n + 1} of {len(urls)}"
+            async with self._slots:
+                try:
+                    download: Download = await self._attempt(partial(self.downloader.fetch, url), attempts)
+                except Exception as exc:
+                    raise RelayError(f"could not download {where}: {_reason(exc)}") from exc
+                key = result_key(task_id, n, download.media.ext)
+                store = partial(self.storage.put, key, download.data, download.media.content_type)
+                try:
+                    ours.append(await self._attempt(store, attempts))
+                except Exception as exc:
+                    raise RelayError(f"could not store {where} as {key}: {_reason(exc)}") from exc
+        return tuple(ours)
+
+    async def _attempt(self, op: Callable[[], Awaitable[T]], attempts: int) -> T:
+        """`op()`, retried with jittered exponential backoff while the failure is transient."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await op()
+            except Exception as exc:
+                if attempt >= attempts or not _retryable(exc):
+                    raise
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                log.info("mirror step failed (%s); retrying in %.2fs", _reason(exc), delay)
+                # A real backoff between attempts, not synchronisation.
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ metadata
+
+    def _request_metadata(self, task_id: str) -> None:
+        # Coalesced: one writer per task, which always writes the newest stored state, so
+        # writes racing each other can never leave an older version behind.
+        self._meta_dirty.add(task_id)
+        if task_id not in self._meta_writers:
+            self._meta_writers[task_id] = self.supervisor.spawn(
+                self._metadata_writer(task_id), name=f"metadata-{task_id}"
+            )
+
+    async def _metadata_writer(self, task_id: str) -> None:
+        try:
+            while task_id in self._meta_dirty:
+                self._meta_dirty.discard(task_id)
+                await self._write_metadata(task_id, attempts=self.attempts)
+        finally:
+            self._meta_writers.pop(task_id, None)
+
+    async def _write_metadata(self, task_id: str, *, attempts: int) -> bool:
+        async def write() -> None:
+            task = await self.ingestor.store.get(task_id)
+            if task is not None and task.terminal:
+                await self.storage.put(metadata_key(task_id), task.public_json, "application/json")
+
+        try:
+            await self._attempt(write, attempts)
+        except Exception as exc:
+            log.warning("could not write task metadata: %s", _reason(exc), extra={"task_id": task_id})
+            self._remember(task_id, METADATA)
+            return False
+        self._resolve(task_id, METADATA)
+        return True
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _remember(self, task_id: str, what: str) -> None:
+        needs = self._pending.pop(task_id, set())
+        needs.add(what)
+        self._pending[task_id] = needs  # re-inserted: newest last
+        while len(self._pending) > MAX_PENDING:
+            dropped = next(iter(self._pending))
+            del self._pending[dropped]
+            log.warning("too many tasks await a mirror retry; dropped the oldest", extra={"task_id": dropped})
+
+    def _resolve(self, task_id: str, what: str) -> None:
+        needs = self._pending.get(task_id)
+        if needs is not None:
+            needs.discard(what)
+            if not needs:
+                del self._pending[task_id]
