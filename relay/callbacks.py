@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.routing import Route
@@ -19,9 +20,13 @@ from relay import auth, metrics
 from relay.access import address_of
 from relay.errors import RelayError, Unauthorized
 from relay.http import JSONResponse, parse_json, read_body
-from relay.lifespan import Services
 from relay.models import Task
 from relay.normalize import callback_task_id, normalize_callback
+
+if TYPE_CHECKING:
+    from relay.backends.base import TaskStore
+    from relay.ingest import Ingestor
+    from relay.lifespan import Services
 
 log = logging.getLogger("relay.callbacks")
 
@@ -75,7 +80,7 @@ async def kie_callback(request: Request) -> JSONResponse:
         # read and our park; look once more so the callback cannot be stranded.
         task = await svc.store.get(report.task_id)
         if task is not None:
-            await apply_parked(svc, task)
+            await apply_parked(svc.store, svc.ingestor, task)
         return JSONResponse(RECEIVED)
     if not auth.token_matches(token, task.callback_hash):
         metrics.CALLBACKS.labels(report.family, "rejected").inc()
@@ -85,16 +90,16 @@ async def kie_callback(request: Request) -> JSONResponse:
     return JSONResponse(RECEIVED)
 
 
-async def apply_parked(svc: Services, task: Task) -> Task | None:
+async def apply_parked(store: TaskStore, ingestor: Ingestor, task: Task) -> Task | None:
     """Apply callbacks that arrived before `task` was stored. Returns the newest task."""
     newest: Task | None = None
-    for token, raw in await svc.store.take_parked(task.task_id):
+    for token, raw in await store.take_parked(task.task_id):
         if not auth.token_matches(token, task.callback_hash):
             log.warning("dropped a parked callback with another task's token", extra={"task_id": task.task_id})
             continue
         try:
             report = normalize_callback(parse_json(raw, "callback body"))
-            newest = await svc.ingestor.report(report) or newest
+            newest = await ingestor.report(report) or newest
         except RelayError as exc:
             log.warning("dropped a parked callback: %s", exc.message, extra={"task_id": task.task_id})
     return newest

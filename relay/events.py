@@ -87,9 +87,14 @@ class Stream:
     async def snapshots(self) -> list[TaskEvent]:
         events = []
         for task_id in self.task_ids:
-            task = await self.svc.store.get(task_id)
+            task = await self.svc.recovery.load(task_id)
             if task is not None:
                 events.append(self.note_snapshot(task))
+            elif task_id not in self.done:
+                # Lost for good (its record and every copy are gone): end this task's part
+                # of the stream; a reconnect gets 404 instead of waiting forever.
+                log.warning("watched task vanished", extra={"task_id": task_id})
+                self.done.add(task_id)
         return events
 
     async def run(self, first: list[TaskEvent]) -> AsyncIterator[ServerSentEvent]:
@@ -143,7 +148,7 @@ async def open_stream(request: Request, task_ids: list[str], tokens: list[str | 
         stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids), finish)
         first: list[TaskEvent] = []
         for task_id, caller in zip(task_ids, callers, strict=True):
-            task = await svc.store.get(task_id)
+            task = await svc.recovery.load(task_id)
             if task is None:
                 raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
             ensure_owner(caller, task)

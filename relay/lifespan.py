@@ -22,6 +22,7 @@ from relay.mirror import Mirror
 from relay.providers.base import Provider
 from relay.providers.kie import KieClient
 from relay.reconcile import Reconciler
+from relay.recovery import Recovery
 from relay.settings import Settings
 from relay.storage import ObjectStorage, open_storage
 
@@ -37,6 +38,7 @@ class Services:
     ingestor: Ingestor
     storage: ObjectStorage
     mirror: Mirror
+    recovery: Recovery
     background: Supervisor
     draining: asyncio.Event
     create_limit: RateLimit
@@ -93,6 +95,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ingestor=ingestor,
             storage=storage,
             mirror=mirror,
+            recovery=Recovery(store, storage, provider, ingestor),
             background=background,
             draining=asyncio.Event(),
             create_limit=RateLimit(store, "create", settings.rate_create),

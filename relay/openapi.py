@@ -33,6 +33,7 @@ MAX_IMAGE_URLS = 10
 MAX_URL = 2048
 MAX_MODEL = 100
 MAX_IDEMPOTENCY_KEY = 255
+FILE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4", "video/webm")
 # One character that is not whitespace to Python (str.strip), written out because ECMA-262's
 # \s differs (it has U+FEFF, lacks U+001C..U+001F and U+0085).
 BLANK_FREE = (
@@ -289,7 +290,7 @@ READINESS_SCHEMA: Json = {
         "status": {"type": "string", "enum": ["ready", "unavailable"]},
         "components": {
             "type": "object",
-            "description": "One entry per dependency (store, hub, ...).",
+            "description": "One entry per dependency (store, hub, storage, ...).",
             "additionalProperties": {
                 "type": "object",
                 "required": ["ok", "latencyMs"],
@@ -678,6 +679,7 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                     "body streams in, Content-Length or not. The returned url can go into imageUrls."
                 ),
                 "tags": ["uploads"],
+                "security": caller_security,
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -689,7 +691,7 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                 },
                 "responses": {
                     "201": _ok("Stored.", _schema("Upload")),
-                    **_errors("400", "408", "413", "429", "502", "503"),
+                    **_errors("400", *caller_401, "413", "429", "502", "503"),
                 },
             }
         },
@@ -758,6 +760,36 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
             }
         },
     }
+    if any(url and url.startswith("file://") for url in (settings.storage_url, settings.storage_fallback_url)):
+        paths["/files/{key}"] = {
+            "get": {
+                "operationId": "getFile",
+                "summary": "A stored result or upload (local-folder storage only)",
+                "tags": ["uploads"],
+                "parameters": [
+                    {
+                        "name": "key",
+                        "in": "path",
+                        "required": True,
+                        "description": "The storage key, e.g. uploads/abc.png or generated/<taskId>/0.png.",
+                        "schema": {"type": "string", "pattern": "^(generated|uploads)/"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file, served with nosniff and a sandboxing Content-Security-Policy.",
+                        "headers": _headers(
+                            **{
+                                "Content-Security-Policy": {"required": True, "schema": {"type": "string", "pattern": "sandbox"}},
+                                "X-Content-Type-Options": {"required": True, "schema": {"type": "string", "const": "nosniff"}},
+                            }
+                        ),
+                        "content": {media: {} for media in FILE_MEDIA_TYPES},
+                    },
+                    **_errors("404"),
+                },
+            }
+        }
     paths["/api/health"] = copy.deepcopy(paths["/readyz"])
     paths["/api/health"]["get"]["operationId"] = "readinessAlias"
     return paths

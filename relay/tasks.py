@@ -140,7 +140,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
     )
     await svc.ingestor.create(task)
     # A callback may have beaten us here (KIE can be faster than our store write).
-    await apply_parked(svc, task)
+    await apply_parked(svc.store, svc.ingestor, task)
     return provider_task_id
 
 
@@ -148,7 +148,7 @@ async def read_task(svc: Services, request: Request, task_id: str | None) -> Tas
     if not task_id or not TASK_ID_RE.match(task_id):
         raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
     caller = authorize_task(svc.settings, request, task_id, bearer_token(request))
-    task = await svc.store.get(task_id)
+    task = await svc.recovery.load(task_id)
     if task is None:
         raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
     ensure_owner(caller, task)

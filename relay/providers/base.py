@@ -4,6 +4,7 @@ that speaks KIE's HTTP API (pointed at api.kie.ai or at the built-in simulator).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from relay.models import ProviderReport
@@ -18,6 +19,18 @@ class CreateRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderTask:
+    """Everything the provider still knows about a task: enough to rebuild a lost record."""
+
+    model: str
+    prompt: str
+    image_urls: tuple[str, ...]
+    callback_url: str | None
+    created_at: datetime | None
+    report: ProviderReport
+
+
 class Provider(Protocol):
     name: str
 
@@ -27,6 +40,10 @@ class Provider(Protocol):
 
     async def status(self, task_id: str, model: str) -> ProviderReport:
         """Ask the provider where a task stands (the fallback when callbacks are late)."""
+        ...
+
+    async def describe(self, task_id: str) -> ProviderTask | None:
+        """The task as the provider has it (None if it knows no such task)."""
         ...
 
     async def credits(self) -> float: ...

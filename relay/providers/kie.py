@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from relay import metrics
 from relay.errors import ProviderError
 from relay.models import ProviderReport
 from relay.normalize import normalize_status
-from relay.providers.base import CreateRequest
+from relay.providers.base import CreateRequest, ProviderTask
 
 log = logging.getLogger("relay.kie")
 
@@ -102,6 +103,14 @@ class KieClient:
         body = await self._call("GET", FAMILIES[family][1], params={"taskId": task_id}, idempotent=True)
         return normalize_status(body, family=family, task_id=task_id)
 
+    async def describe(self, task_id: str) -> ProviderTask | None:
+        # Which family a lost task belonged to is unknown: ask each status endpoint.
+        for family, (_, path) in FAMILIES.items():
+            body = await self._call("GET", path, params={"taskId": task_id}, idempotent=True)
+            if isinstance(body.get("data"), dict):
+                return describe_record(body, family=family, task_id=task_id)
+        return None
+
     async def credits(self) -> float:
         body = await self._call("GET", "/api/v1/chat/credit", idempotent=True)
         data = body.get("data")
@@ -155,6 +164,32 @@ class KieClient:
                 ProviderError(f"KIE request failed: {type(exc).__name__}", code="provider_unreachable")
             ) from None
         return _check(response)
+
+
+def describe_record(body: dict[str, Any], *, family: str, task_id: str) -> ProviderTask:
+    """A status answer's copy of the create request (`param` / `paramJson`, a JSON string)
+    plus the task's state."""
+    data: dict[str, Any] = body["data"]
+    raw = data.get("param") or data.get("paramJson") or "{}"
+    try:
+        param = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    except orjson.JSONDecodeError:
+        param = {}
+    if not isinstance(param, dict):
+        param = {}
+    inputs = param.get("input") if isinstance(param.get("input"), dict) else param
+    assert isinstance(inputs, dict)
+    urls = inputs.get("image_urls") or inputs.get("filesUrl") or ([inputs["inputImage"]] if inputs.get("inputImage") else [])
+    default_model = {"4o": "gpt-4o-image", "flux": "flux-kontext-pro"}.get(family, "")
+    created = data.get("createTime")
+    return ProviderTask(
+        model=str(param.get("model") or data.get("model") or default_model),
+        prompt=str(inputs.get("prompt") or ""),
+        image_urls=tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else (),
+        callback_url=param.get("callBackUrl") if isinstance(param.get("callBackUrl"), str) else None,
+        created_at=datetime.fromtimestamp(created / 1000, UTC) if isinstance(created, int | float) else None,
+        report=normalize_status(body, family=family, task_id=task_id),
+    )
 
 
 class _Retryable(Exception):

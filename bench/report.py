@@ -1,0 +1,239 @@
+"""bench/RESULTS.md: machine, versions, commands, then every scenario's figures for Relay
+and nchan side by side with their ratio."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import ScenarioResult, fmt, ratio
+
+DESCRIPTIONS = {
+    "per-task": (
+        "N tasks, one SSE stream each. A KIE `generating` callback is posted for every task "
+        "(nchan: a publish per channel), with {senders} requests in flight; latency is from "
+        "just before each callback is written to the arrival of that task's `processing` "
+        "event. Then a success callback per task (`completed`)."
+    ),
+    "fanout": (
+        "One task, S streams, U updates (the last one completes the task). Each update is sent "
+        "when every stream has the previous one (closed loop); latency is per delivery."
+    ),
+    "idle": (
+        "Streams are opened in steps (one task each) and left idle; at each step: server RSS, "
+        "RSS growth per stream, idle CPU over a window, and the latency of a probe (one update "
+        "to each of up to {probe} random open streams, {probe_in_flight} in flight)."
+    ),
+    "ingest": (
+        "K senders post updates back to back for T seconds, each on its own tasks; no streams "
+        "are open. Acknowledgement latency is per request."
+    ),
+    "replay": (
+        "Each stream sees version 2, disconnects, misses versions 3 and 4, then reconnects "
+        "with the Last-Event-ID it last saw; version 5 (final) is then sent live; finally a "
+        "reconnect with the final id must receive nothing."
+    ),
+}
+
+HEADLINE = [
+    ("per-task", "callback→processing event p50"),
+    ("per-task", "callback→processing event p99"),
+    ("per-task", "callbacks/s (processing round)"),
+    ("per-task", "server peak RSS"),
+    ("per-task", "stream open rate"),
+    ("fanout", "update→event p50"),
+    ("fanout", "update→event p99"),
+    ("fanout", "deliveries/s"),
+    ("idle", "server memory per stream"),
+    ("idle", "server RSS with all streams"),
+    ("idle", "server idle CPU with all streams"),
+    ("idle", "probe update→event p99"),
+    ("ingest", "callbacks/s"),
+    ("ingest", "ack p99"),
+    ("replay", "streams missing the newest state after reconnect"),
+    ("replay", "duplicated deliveries"),
+]
+
+
+@dataclass
+class RunInfo:
+    mode: str
+    command: str
+    started: str
+    seconds: float
+    machine: dict[str, str]
+    versions: dict[str, str]
+    sizes: dict[str, Any]
+    workers: int
+    load_at_start: str
+    workdir: str
+
+
+def _find(results: Sequence[ScenarioResult], scenario: str, target: str) -> ScenarioResult | None:
+    for r in results:
+        if r.scenario == scenario and r.target == target:
+            return r
+    return None
+
+
+def _arrow(better: str) -> str:
+    return " ↓" if better == "low" else " ↑" if better == "high" else ""
+
+
+def comparison_table(results: Sequence[ScenarioResult], scenario: str, targets: Sequence[str]) -> list[str]:
+    per = {t: _find(results, scenario, t) for t in targets}
+    labels: list[tuple[str, str, str]] = []
+    for r in per.values():
+        if r is None:
+            continue
+        for row in r.rows:
+            if row.label not in [lab for lab, _, _ in labels]:
+                labels.append((row.label, row.unit, row.better))
+    head = "| metric | " + " | ".join(targets) + (" | Relay/nchan |" if len(targets) == 2 else " |")
+    out = [head, "|" + "---|" * (len(targets) + 1 + (len(targets) == 2))]
+    for label, unit, better in labels:
+        values = [per[t].value(label) if per[t] is not None else None for t in targets]  # type: ignore[union-attr]
+        cells = [fmt(v, unit) for v in values]
+        line = f"| {label}{_arrow(better)} | " + " | ".join(cells)
+        if len(targets) == 2:
+            line += f" | {ratio(values[0], values[1]) if better else ''}"
+        out.append(line + " |")
+    return out
+
+
+def headline_table(results: Sequence[ScenarioResult], targets: Sequence[str]) -> list[str]:
+    out = ["| scenario | metric | " + " | ".join(targets) + (" | Relay/nchan |" if len(targets) == 2 else " |"),
+           "|" + "---|" * (len(targets) + 2 + (len(targets) == 2))]
+    for scenario, label in HEADLINE:
+        rows = [_find(results, scenario, t) for t in targets]
+        if all(r is None for r in rows):
+            continue
+        unit, better = "", ""
+        values: list[float | int | str | None] = []
+        for r in rows:
+            value = None
+            if r is not None:
+                for row in r.rows:
+                    if row.label == label:
+                        value, unit, better = row.value, row.unit, row.better
+            values.append(value)
+        line = f"| {scenario} | {label}{_arrow(better)} | " + " | ".join(fmt(v, unit) for v in values)
+        if len(targets) == 2:
+            line += f" | {ratio(values[0], values[1])}"
+        out.append(line + " |")
+    return out
+
+
+def sweep_table(results: Sequence[ScenarioResult], targets: Sequence[str]) -> list[str]:
+    per = {t: (_find(results, "idle", t) or ScenarioResult("idle", t)).levels for t in targets}
+    streams = sorted({p["streams"] for levels in per.values() for p in levels})
+    if not streams:
+        return []
+    cols = [
+        ("server RSS MB", "rss_mb"), ("KiB/stream", "bytes_per_stream"), ("idle CPU %", "idle_cpu_pct"),
+        ("probe p50 ms", "probe_p50_ms"), ("probe p99 ms", "probe_p99_ms"), ("open/s", "open_rate"),
+    ]
+    header = "| streams | " + " | ".join(f"{t} {c}" for c, _ in cols for t in targets) + " |"
+    out = [header, "|" + "---|" * (1 + len(cols) * len(targets))]
+    for n in streams:
+        cells = []
+        for _, key in cols:
+            for t in targets:
+                point = next((p for p in per[t] if p["streams"] == n), None)
+                value = None if point is None else point.get(key)
+                if key == "bytes_per_stream" and value is not None:
+                    value = value / 1024
+                cells.append(fmt(value))
+        out.append(f"| {n:,} | " + " | ".join(cells) + " |")
+    return out
+
+
+def client_table(results: Sequence[ScenarioResult]) -> list[str]:
+    out = [
+        "| scenario | target | measured s | server CPU % | redis CPU % | busiest load process CPU % "
+        "| load loop lag p99 / max ms | CPU % of processes outside the bench | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c = r.client
+        if not c:
+            continue
+        cpu = c["cpu"]
+        out.append(
+            f"| {r.scenario} | {r.target} | {c['wall_s']:.1f} | {cpu.get('server', math.nan):.0f} "
+            f"| {cpu.get('redis', math.nan):.0f} | {c['busiest_client_pct']:.0f} "
+            f"| {c['lag_p99_ms']:.1f} / {c['lag_max_ms']:.1f} | {c.get('others_pct', math.nan):.0f} "
+            f"| {'load tool not saturated' if c['ok'] else 'LOAD TOOL MAY BE A BOTTLENECK'} |"
+        )
+    return out
+
+
+def render(info: RunInfo, results: Sequence[ScenarioResult], targets: Sequence[str], plot_name: str | None) -> str:
+    sizes = info.sizes
+    lines = [
+        "# Relay vs nchan: SSE benchmark results",
+        "",
+        f"Mode: **{info.mode}**, started {info.started}, took {info.seconds / 60:.1f} min. "
+        f"Generated by `{info.command}`; see bench/README.md for what each scenario does.",
+        "",
+        "Arrows: ↓ lower is better, ↑ higher is better. Ratio = Relay ÷ nchan (for ↓ metrics a "
+        "ratio above 1 means Relay is slower or bigger; for ↑ metrics below 1 means Relay does less).",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in info.machine.items()]
+    lines += [f"| load average at start | {info.load_at_start} |", "", "## Versions", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in info.versions.items()]
+    lines += [
+        "",
+        "## Setup",
+        "",
+        "- Everything binds to 127.0.0.1; every server runs with RLIMIT_NOFILE raised to the hard limit.",
+        "- Relay: `relay serve` (one uvicorn process), `RELAY_AUTH=none`, `RELAY_MIRROR=off`, "
+        "`RELAY_RECONCILE_AFTER=3600`, `RELAY_LOG_LEVEL=WARNING`, Redis store and hub; the KIE "
+        "simulator (`relay kie-sim --callback-delay manual`) only answers task creation.",
+        "- nchan: nginx, one worker process (plus its master), `nchan_redis_pass` storage, "
+        "`nchan_message_buffer_length 100`, EventSource subscribers, messages shaped like Relay's task object.",
+        "- Each (scenario, target) pair runs on freshly started servers and a fresh redis-server "
+        "(`appendonly yes`, `appendfsync everysec`).",
+        f"- Load tool: {info.workers} worker processes holding the SSE streams (raw asyncio protocols, "
+        "uvloop) plus the orchestrator sending the triggers.",
+        "- Sizes: " + ", ".join(f"{k}={v}" for k, v in sizes.items()),
+        f"- Server logs and configs: `{info.workdir}`",
+        "",
+        "## Headline",
+        "",
+    ]
+    lines += headline_table(results, targets)
+    for scenario in ("per-task", "fanout", "idle", "ingest", "replay"):
+        if not any(r.scenario == scenario for r in results):
+            continue
+        lines += ["", f"## {scenario}", "", DESCRIPTIONS[scenario].format(
+            senders=sizes.get("senders"), probe=sizes.get("idle_probe"),
+            probe_in_flight=sizes.get("probe_in_flight")), ""]
+        lines += comparison_table(results, scenario, targets)
+        if scenario == "idle":
+            table = sweep_table(results, targets)
+            if table:
+                lines += ["", "Sweep:", "", *table]
+            if plot_name:
+                lines += ["", f"![latency and memory against open streams]({plot_name})"]
+        notes = [(r.target, n) for r in results if r.scenario == scenario for n in r.notes]
+        failures = [(r.target, r.failed) for r in results if r.scenario == scenario and r.failed]
+        if notes or failures:
+            lines += [""]
+            lines += [f"- **{t} failed:** {f}" for t, f in failures]
+            lines += [f"- {t}: {n}" for t, n in notes]
+    lines += ["", "## Is the load tool the bottleneck?", "",
+              "CPU is % of one core over each scenario's measured phase. A load process under 80% "
+              "of a core, with a small event-loop lag (how late a 50 ms timer fires in the load "
+              "workers), was not what limited the figures. The last CPU column is everything else "
+              "the machine ran meanwhile (other users' jobs): high values mean noisy figures.", ""]
+    lines += client_table(results)
+    lines += [""]
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""`python -m bench selftest`: the load tool's own parsers checked against the specs' corner
+cases, every input also fed split at every byte and one byte at a time."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.plot import sweep_plot
+from bench.sse import Event, SSEParser
+from bench.wire import BodyReader, ChunkedDecoder, HeadReader, WireError
+
+CASES: list[tuple[str, bytes, list[tuple[str, bytes, str | None]]]] = [
+    ("LF", b"id: 1\nevent: task\ndata: {\"a\":1}\n\n", [("task", b'{"a":1}', "1")]),
+    ("CRLF", b"id: 2\r\nevent: task\r\ndata: x\r\n\r\n", [("task", b"x", "2")]),
+    ("CR", b"id: 3\revent: task\rdata: y\r\r", [("task", b"y", "3")]),
+    ("mixed", b"data: a\r\ndata: b\rdata: c\n\r\n", [("message", b"a\nb\nc", None)]),
+    ("multi-line data", b"data: one\ndata: two\ndata:\ndata:  three\n\n", [("message", b"one\ntwo\n\n three", None)]),
+    ("comments and ping", b": ping\n:\n: hi\n\ndata: z\n\n", [("message", b"z", None)]),
+    ("no space after colon", b"data:x\nevent:task\n\n", [("task", b"x", None)]),
+    ("field without colon", b"data\n\ndata\ndata\n\n", [("message", b"", None), ("message", b"\n", None)]),
+    ("no data, no event", b"event: task\nid: 9\n\ndata: q\n\n", [("message", b"q", "9")]),
+    ("id persists", b"id: 5\ndata: a\n\ndata: b\n\n", [("message", b"a", "5"), ("message", b"b", "5")]),
+    ("id with NUL ignored", b"id: 7\ndata: a\n\nid: 8\x00\ndata: b\n\n", [("message", b"a", "7"), ("message", b"b", "7")]),
+    ("empty id resets", b"id: 7\ndata: a\n\nid\ndata: b\n\n", [("message", b"a", "7"), ("message", b"b", "")]),
+    ("BOM", b"\xef\xbb\xbfdata: bom\n\n", [("message", b"bom", None)]),
+    ("unknown field", b"foo: bar\ndata: k\n\n", [("message", b"k", None)]),
+    ("unfinished event dropped", b"data: done\n\ndata: cut", [("message", b"done", None)]),
+    ("utf-8", "data: héllo ✓\n\n".encode(), [("message", "héllo ✓".encode(), None)]),
+    ("nchan id", b": hi\n\nid: 1795334985:0\ndata: {\"version\":2}\n\n",
+     [("message", b'{"version":2}', "1795334985:0")]),
+]
+
+
+def _events(chunks: list[bytes]) -> tuple[list[Event], SSEParser]:
+    parser = SSEParser()
+    out: list[Event] = []
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+    return out, parser
+
+
+def _splits(raw: bytes) -> list[list[bytes]]:
+    ways = [[raw], [raw[i : i + 1] for i in range(len(raw))]]
+    ways += [[raw[:i], raw[i:]] for i in range(1, len(raw))]
+    return ways
+
+
+def check_sse(fail: Callable[[str], None]) -> int:
+    count = 0
+    for name, raw, expected in CASES:
+        for chunks in _splits(raw):
+            events, _ = _events(chunks)
+            got = [(e.event, e.data, e.id) for e in events]
+            count += 1
+            if got != expected:
+                fail(f"sse {name!r} split {[len(c) for c in chunks]}: got {got}, expected {expected}")
+                break
+    _, parser = _events([b"retry: 2500\nretry: x1\n: c\n"])
+    if parser.retry != 2500 or parser.comments != 1:
+        fail(f"sse retry/comment: retry={parser.retry} comments={parser.comments}")
+    return count
+
+
+def check_wire(fail: Callable[[str], None]) -> int:
+    body = b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n"
+    count = 0
+    for chunks in _splits(body):
+        decoder = ChunkedDecoder()
+        out = b"".join(decoder.feed(c) for c in chunks)
+        count += 1
+        if out != b"Wikipedia in \r\n\r\nchunks." or not decoder.done:
+            fail(f"chunked split {[len(c) for c in chunks]}: {out!r} done={decoder.done}")
+            break
+    try:
+        ChunkedDecoder().feed(b"zz\r\n")
+        fail("chunked: a bad size was accepted")
+    except WireError:
+        pass
+    head_raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    for chunks in _splits(head_raw):
+        reader = HeadReader()
+        got = None
+        rest = b""
+        for c in chunks:
+            if got is None:
+                got = reader.feed(c)
+                if got is not None:
+                    rest = got[1]
+            else:
+                rest += c
+        count += 1
+        if got is None or got[0].status != 200 or not got[0].chunked or rest != b"5\r\nhello\r\n":
+            fail(f"head split {[len(c) for c in chunks]}: {got}")
+            break
+    reader_204 = HeadReader().feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert reader_204 is not None
+    if not BodyReader(reader_204[0]).done:
+        fail("a 204 must have no body")
+    sized = HeadReader().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef")
+    assert sized is not None
+    sized_body = BodyReader(sized[0])
+    if sized_body.feed(sized[1]) != b"abc" or not sized_body.done:
+        fail("content-length body")
+    open_ended = HeadReader().feed(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n")
+    assert open_ended is not None
+    if not BodyReader(open_ended[0]).until_close:
+        fail("a body without length or chunking must run until close (nchan EventSource)")
+    return count
+
+
+def check_plot(fail: Callable[[str], None]) -> None:
+    levels = {
+        "Relay": [{"streams": 1000, "probe_p99_ms": 5.0, "probe_p50_ms": 2.0, "rss_mb": 80.0},
+                  {"streams": 5000, "probe_p99_ms": 9.0, "probe_p50_ms": 3.0, "rss_mb": 150.0}],
+        "nchan": [{"streams": 1000, "probe_p99_ms": 1.0, "probe_p50_ms": 0.5, "rss_mb": 10.0},
+                  {"streams": 5000, "probe_p99_ms": 2.0, "probe_p50_ms": 0.7, "rss_mb": 20.0}],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plot.png"
+        sweep_plot(path, levels)
+        data = path.read_bytes()
+        if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 1000:
+            fail("plot: not a PNG")
+
+
+def run() -> int:
+    problems: list[str] = []
+    sse = check_sse(problems.append)
+    wire = check_wire(problems.append)
+    check_plot(problems.append)
+    for problem in problems:
+        print("FAIL", problem)
+    print(f"selftest: {sse} SSE parses, {wire} framing parses, plot: "
+          f"{'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
