@@ -8,6 +8,7 @@ nothing and publishes nothing, and N identical concurrent callbacks make one cha
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from relay import metrics
@@ -42,18 +43,41 @@ def update_from_report(report: ProviderReport, *, mirroring: bool) -> TaskUpdate
 
 
 class Ingestor:
-    def __init__(self, store: TaskStore, hub: Hub, *, mirroring: bool = False):
+    def __init__(self, store: TaskStore, hub: Hub, *, mirroring: bool = False, cache_size: int = 10_000):
         self.store = store
         self.hub = hub
         self.mirroring = mirroring
         # Called after every stored change with (before, after): the mirror and metrics
         # hang off this instead of being called from every writer.
         self.listeners: list[Listener] = []
+        # The last version of each task this instance read or wrote. It is only ever a
+        # guess for the compare-and-set (a stale guess costs one extra read), so most
+        # callbacks need a single store round trip.
+        self._recent: OrderedDict[str, Task] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def current(self, task_id: str) -> Task | None:
+        """The task, from this instance's recent memory when it has it. Only for fields
+        that never change (callback hash, owner, model) or as a compare-and-set guess."""
+        task = self._recent.get(task_id)
+        if task is None:
+            task = await self.store.get(task_id)
+            if task is not None:
+                self._remember(task)
+        return task
+
+    def _remember(self, task: Task) -> None:
+        self._recent[task.task_id] = task
+        self._recent.move_to_end(task.task_id)
+        if len(self._recent) > self._cache_size:
+            self._recent.popitem(last=False)
 
     async def create(self, task: Task) -> bool:
         if not await self.store.insert(task):
             return False
-        await self._publish(task)
+        self._remember(task)
+        if not self.store.publishes:
+            await self._publish(task)
         log.info("task created", extra={"task_id": task.task_id, "status": task.status.value})
         return True
 
@@ -66,12 +90,20 @@ class Ingestor:
             return await self._apply(update)
 
     async def _apply(self, update: TaskUpdate) -> Task | None:
+        current = self._recent.get(update.task_id)
+        fresh = current is None
         for _ in range(MAX_ATTEMPTS):
-            current = await self.store.get(update.task_id)
             if current is None:
-                raise TaskNotFound(f"no task {update.task_id!r}")
+                current = await self.store.get(update.task_id)
+                fresh = True
+                if current is None:
+                    raise TaskNotFound(f"no task {update.task_id!r}")
             new = transition(current, update, utcnow())
             if new is None:
+                if not fresh:
+                    current = None  # judged against a guess: judge again against the store
+                    continue
+                self._remember(current)
                 if current.terminal and update.status is not current.status:
                     log.warning(
                         "ignored %s update for a %s task",
@@ -80,19 +112,23 @@ class Ingestor:
                         extra={"task_id": update.task_id},
                     )
                 return None
-            if await self.store.replace(new, current.version):
-                log.info(
-                    "task %s -> %s (v%d)",
-                    current.status.value,
-                    new.status.value,
-                    new.version,
-                    extra={"task_id": new.task_id, "status": new.status.value, "version": new.version},
-                )
-                metrics.TRANSITIONS.labels(new.status.value).inc()
+            if not await self.store.replace(new, current.version):
+                current = None  # someone else wrote first: read, decide again
+                continue
+            self._remember(new)
+            log.info(
+                "task %s -> %s (v%d)",
+                current.status.value,
+                new.status.value,
+                new.version,
+                extra={"task_id": new.task_id, "status": new.status.value, "version": new.version},
+            )
+            metrics.TRANSITIONS.labels(new.status.value).inc()
+            if not self.store.publishes:
                 await self._publish(new)
-                for listener in self.listeners:
-                    await listener(current, new)
-                return new
+            for listener in self.listeners:
+                await listener(current, new)
+            return new
         raise ServiceUnavailable(f"could not apply an update to {update.task_id!r}: too much contention")
 
     async def _publish(self, task: Task) -> None:

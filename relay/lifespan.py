@@ -52,6 +52,8 @@ def open_backends(settings: Settings) -> tuple[TaskStore, Hub]:
         return MemoryStore(), MemoryHub()
     from relay.backends import redis as redis_backend
 
+    # Store and hub always share one Redis: the store's write scripts publish each change
+    # on the channel the hub listens to.
     client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
     store = redis_backend.RedisStore(client, ttl=settings.task_ttl)
     return store, redis_backend.RedisHub(settings.redis_url, client)

@@ -19,17 +19,34 @@ class RateLimit:
         self.scope = scope
         self.limit = limit
         self.window = window
+        # Clients seen over the limit, until their window ends: refused without a store trip.
+        self._blocked: dict[str, float] = {}
 
     async def check(self, client: str) -> None:
+        """Count one request; 429 once the client's window is full."""
+        self.refuse_if_blocked(client)
         now = time.time()
         index = int(now // self.window)
         count = await self.store.hit(keys.rate(self.scope, client, index), self.window)
         if count > self.limit:
-            retry_after = max(1, int((index + 1) * self.window - now) + 1)
-            raise RateLimited(
-                f"too many {self.scope} requests: at most {self.limit} per {self.window:g} s; retry in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
+            if len(self._blocked) > 10_000:
+                self._blocked = {c: t for c, t in self._blocked.items() if t > now}
+            self._blocked[client] = (index + 1) * self.window
+            self.refuse_if_blocked(client)
+
+    def refuse_if_blocked(self, client: str) -> None:
+        until = self._blocked.get(client)
+        if until is None:
+            return
+        now = time.time()
+        if until <= now:
+            del self._blocked[client]
+            return
+        retry_after = max(1, int(until - now) + 1)
+        raise RateLimited(
+            f"too many {self.scope} requests: at most {self.limit} per {self.window:g} s; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class StreamCap:

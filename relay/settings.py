@@ -70,7 +70,7 @@ class Settings:
     max_body: int = 1024 * 1024
     read_timeout: float = 10.0
     rate_create: int = 30  # task creations per client per minute
-    rate_callback: int = 1200  # callbacks per client address per minute
+    rate_callback: int = 120  # refused callbacks per client address per minute
     max_streams_per_client: int = 32
     max_tasks_per_stream: int = 50
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
@@ -128,7 +128,7 @@ class Settings:
             max_body=int(r.number("RELAY_MAX_BODY", 1024 * 1024, low=1024)),
             read_timeout=r.number("RELAY_READ_TIMEOUT", 10.0, low=0.1),
             rate_create=int(r.number("RELAY_RATE_CREATE", 30, low=1)),
-            rate_callback=int(r.number("RELAY_RATE_CALLBACK", 1200, low=1)),
+            rate_callback=int(r.number("RELAY_RATE_CALLBACK", 120, low=1)),
             max_streams_per_client=int(r.number("RELAY_MAX_STREAMS_PER_CLIENT", 32, low=1)),
             max_tasks_per_stream=int(r.number("RELAY_MAX_TASKS_PER_STREAM", 50, low=1)),
             trusted_proxies=r.items("RELAY_TRUSTED_PROXIES") or ("127.0.0.1",),

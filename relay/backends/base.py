@@ -21,6 +21,10 @@ class TaskStore(Protocol):
     """Durable task state. Every write is a compare-and-set on `version`, so the status
     machine can live in Python (`models.transition`) while writes stay atomic."""
 
+    # True when a successful write also publishes the change on the hub in the same
+    # atomic step (the Redis store and hub on one server): the writer must not publish.
+    publishes: bool
+
     async def get(self, task_id: str) -> Task | None: ...
 
     async def insert(self, task: Task) -> bool:

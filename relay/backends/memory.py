@@ -14,6 +14,8 @@ from relay.models import Task
 
 
 class MemoryStore:
+    publishes = False
+
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
         self._parked: dict[str, list[tuple[float, str, bytes]]] = {}

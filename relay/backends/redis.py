@@ -26,7 +26,11 @@ from relay.models import Task
 
 log = logging.getLogger("relay.redis")
 
-# KEYS: task, index, open. ARGV: version, record, ttl_ms, created_ms, updated_ms, task_id, terminal
+# Both scripts end by publishing the change, so a write and its event are one atomic step
+# and one round trip: no change is stored without being announced, or announced unstored.
+
+# KEYS: task, index, open, channel.
+# ARGV: version, record, ttl_ms, created_ms, updated_ms, task_id, terminal, event
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
@@ -35,16 +39,19 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - tonumber(ARGV[3]))
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[3], ARGV[6])
 else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6]) end
+redis.call('PUBLISH', KEYS[4], ARGV[8])
 return 1
 """
 
-# KEYS: task, open. ARGV: expected_version, version, record, ttl_ms, updated_ms, task_id, terminal
+# KEYS: task, open, channel.
+# ARGV: expected_version, version, record, ttl_ms, updated_ms, task_id, terminal, event
 _REPLACE = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[6])
 else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
+redis.call('PUBLISH', KEYS[3], ARGV[8])
 return 1
 """
 
@@ -68,6 +75,8 @@ def connect(url: str, *, max_connections: int) -> aioredis.Redis:
 
 
 class RedisStore:
+    publishes = True  # on keys.EVENTS_CHANNEL, which RedisHub listens to
+
     def __init__(self, client: aioredis.Redis, *, ttl: float):
         self._r = client
         self._ttl_ms = _ms(ttl)
@@ -87,7 +96,7 @@ class RedisStore:
     async def insert(self, task: Task) -> bool:
         result = await self._call(
             self._insert(
-                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS],
+                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, keys.EVENTS_CHANNEL],
                 args=[
                     task.version,
                     task.to_record(),
@@ -96,6 +105,7 @@ class RedisStore:
                     _ms(task.updated_at.timestamp()),
                     task.task_id,
                     int(task.terminal),
+                    TaskEvent.of(task).encode(),
                 ],
             )
         )
@@ -104,7 +114,7 @@ class RedisStore:
     async def replace(self, task: Task, expected_version: int) -> bool:
         result = await self._call(
             self._replace(
-                keys=[keys.task(task.task_id), OPEN_TASKS],
+                keys=[keys.task(task.task_id), OPEN_TASKS, keys.EVENTS_CHANNEL],
                 args=[
                     expected_version,
                     task.version,
@@ -113,6 +123,7 @@ class RedisStore:
                     _ms(task.updated_at.timestamp()),
                     task.task_id,
                     int(task.terminal),
+                    TaskEvent.of(task).encode(),
                 ],
             )
         )
