@@ -59,8 +59,8 @@ async def run_checks(settings: Settings, out: TextIO) -> bool:
                 await hub.publish(
                     Task(probe, "check", "check", Mode.TEXT_TO_IMAGE, Status.PENDING, "", (), now, now)
                 )
-                events, _ = await asyncio.wait_for(sub.next(), timeout=5)
-            if not any(e.task_id == probe for e in events):
+                news = await sub.next(within=5)
+            if news is None or not any(e.task_id == probe for e in news[0]):
                 raise RuntimeError("published a probe event but it never came back")
             return "published a probe event and received it"
 

@@ -12,19 +12,18 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay import metrics
+from relay import metrics, sse
 from relay.access import authorize_task, ensure_owner
 from relay.errors import BadRequest, RelayError, TaskNotFound
 from relay.fanout import Subscription, TaskEvent
 from relay.http import bearer_token
 from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Task
+from relay.sse import EventStreamResponse
 
 log = logging.getLogger("relay.events")
 
@@ -44,12 +43,8 @@ def parse_last_event_id(text: str | None, task_ids: list[str]) -> dict[str, int]
     return seen
 
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping")
-
-
 class Stream:
-    """One open stream: which versions the browser has, and how to frame the next event."""
+    """One open stream: which versions the browser has, and what to send next."""
 
     def __init__(
         self,
@@ -66,30 +61,36 @@ class Stream:
         self.multi = len(task_ids) > 1
         self.sent = {task_id: sent.get(task_id, 0) for task_id in task_ids}
         self.done: set[str] = set()
+        self.first: list[TaskEvent] = []
 
-    def frame(self, event: TaskEvent) -> ServerSentEvent | None:
+    def frame(self, event: TaskEvent) -> bytes | None:
         if event.version <= self.sent.get(event.task_id, event.version):
             return None
         self.sent[event.task_id] = event.version
         if event.terminal:
             self.done.add(event.task_id)
         metrics.EVENTS_SENT.inc()
-        event_id = (
-            ",".join(f"{t}:{v}" for t, v in self.sent.items()) if self.multi else str(event.version)
-        )
-        return ServerSentEvent(data=event.data.decode(), id=event_id, event="task")
+        if self.multi:
+            # The id names every task's version, so Last-Event-ID resumes all of them.
+            ids = ",".join(f"{t}:{v}" for t, v in self.sent.items())
+            return sse.frame(id=ids, event="task", data=event.data.decode())
+        if event.framed is None:
+            event.framed = sse.frame(id=str(event.version), event="task", data=event.data.decode())
+        return event.framed
 
     def note_snapshot(self, task: Task) -> TaskEvent:
         if task.terminal and self.sent[task.task_id] >= task.version:
             self.done.add(task.task_id)
-        return TaskEvent.of(task)
+        event = TaskEvent.of(task)
+        self.first.append(event)
+        return event
 
     async def snapshots(self) -> list[TaskEvent]:
         events = []
         for task_id in self.task_ids:
             task = await self.svc.recovery.load(task_id)
             if task is not None:
-                events.append(self.note_snapshot(task))
+                events.append(TaskEvent.of(task))
             elif task_id not in self.done:
                 # Lost for good (its record and every copy are gone): end this task's part
                 # of the stream; a reconnect gets 404 instead of waiting forever.
@@ -97,25 +98,33 @@ class Stream:
                 self.done.add(task_id)
         return events
 
-    async def run(self, first: list[TaskEvent]) -> AsyncIterator[ServerSentEvent]:
-        try:
-            yield ServerSentEvent(retry=self.svc.settings.sse_retry_ms)
-            for event in first:
-                if (frame := self.frame(event)) is not None:
-                    yield frame
-            while len(self.done) < len(self.task_ids):
-                events, resync = await self.sub.next()
-                if self.svc.draining.is_set():
-                    # Shutting down: tell the browser to come back soon (to another instance).
-                    yield ServerSentEvent(retry=random.randint(250, 1500))
-                    return
-                if resync:
-                    events = events + await self._resync()
-                for event in sorted(events, key=lambda e: e.version):
-                    if (frame := self.frame(event)) is not None:
-                        yield frame
-        finally:
-            self.finish()
+    async def chunks(self, ping_interval: float) -> AsyncIterator[bytes]:
+        """The retry hint and the snapshot first, then every change; b"" asks for a ping."""
+        yield sse.frame(retry=self.svc.settings.sse_retry_ms)
+        for event in self.first:
+            if (chunk := self.frame(event)) is not None:
+                yield chunk
+        while len(self.done) < len(self.task_ids):
+            news = await self.sub.next(within=ping_interval)
+            if news is None or news == ([], False):
+                yield b""  # a ping; also lets the response notice a reader that left
+                continue
+            if self.svc.draining.is_set():
+                # Shutting down: tell the browser to come back soon (to another instance).
+                yield sse.frame(retry=random.randint(250, 1500))
+                return
+            events, resync = news
+            if resync:
+                events = events + await self._resync()
+            for event in sorted(events, key=lambda e: e.version):
+                if (chunk := self.frame(event)) is not None:
+                    yield chunk
+
+    def wake(self) -> None:
+        self.sub.wake()
+
+    def close(self) -> None:
+        self.finish()
 
     async def _resync(self) -> list[TaskEvent]:
         try:
@@ -127,7 +136,9 @@ class Stream:
             return []
 
 
-async def open_stream(request: Request, task_ids: list[str], tokens: list[str | None]) -> Response:
+async def open_stream(
+    request: Request, task_ids: list[str], tokens: list[str | None]
+) -> Response | EventStreamResponse:
     svc: Services = request.app.state.services
     callers = []
     for task_id, token in zip(task_ids, tokens, strict=True):
@@ -146,13 +157,12 @@ async def open_stream(request: Request, task_ids: list[str], tokens: list[str | 
 
     try:
         stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids), finish)
-        first: list[TaskEvent] = []
         for task_id, caller in zip(task_ids, callers, strict=True):
             task = await svc.recovery.load(task_id)
             if task is None:
                 raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
             ensure_owner(caller, task)
-            first.append(stream.note_snapshot(task))
+            stream.note_snapshot(task)
     except BaseException:
         finish()
         raise
@@ -160,24 +170,17 @@ async def open_stream(request: Request, task_ids: list[str], tokens: list[str | 
         # The browser has every terminal state already: 204 tells EventSource to stop.
         finish()
         return Response(status_code=204)
-    return EventSourceResponse(
-        stream.run(first),
-        ping=svc.settings.sse_ping,
-        ping_message_factory=_ping,
-        send_timeout=svc.settings.sse_send_timeout,
-        shutdown_grace_period=1.0,
-        headers={"Cache-Control": "no-cache"},
-        # Also runs if the generator never started (the client left at once).
-        background=BackgroundTask(finish),
+    return EventStreamResponse(
+        stream, ping_interval=svc.settings.sse_ping, send_timeout=svc.settings.sse_send_timeout
     )
 
 
-async def task_events(request: Request) -> Response:
+async def task_events(request: Request) -> Response | EventStreamResponse:
     task_id = request.path_params["task_id"]
     return await open_stream(request, [task_id], [bearer_token(request)])
 
 
-async def multi_events(request: Request) -> Response:
+async def multi_events(request: Request) -> Response | EventStreamResponse:
     task_ids = list(dict.fromkeys(request.query_params.getlist("taskId")))
     if not task_ids:
         raise BadRequest("give at least one taskId: /api/events?taskId=a&taskId=b")

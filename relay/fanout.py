@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay.models import Task
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskEvent:
     """What a stream needs of a change: which task, which version, and the bytes to send."""
 
@@ -19,6 +19,8 @@ class TaskEvent:
     version: int
     terminal: bool
     data: bytes
+    # The framed SSE message for one-task streams, built once however many streams send it.
+    framed: bytes | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, task: Task) -> TaskEvent:
@@ -58,9 +60,18 @@ class Subscription:
         self._resync = True
         self._wake.set()
 
-    async def next(self) -> tuple[list[TaskEvent], bool]:
-        """Wait for news: the newest pending event per task, and whether to resync."""
-        await self._wake.wait()
+    def wake(self) -> None:
+        """Make a waiting `next` return (the reader went away, or the server is draining)."""
+        self._wake.set()
+
+    async def next(self, within: float | None = None) -> tuple[list[TaskEvent], bool] | None:
+        """Wait for news: the newest pending event per task, and whether to resync.
+        None when `within` seconds passed first."""
+        try:
+            async with asyncio.timeout(within):
+                await self._wake.wait()
+        except TimeoutError:
+            return None
         self._wake.clear()
         events = list(self._pending.values())
         self._pending.clear()
