@@ -23,7 +23,8 @@ PING = ServerSentEvent(comment="ping", sep="\n").encode()
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
+    # no-transform: proxies and CDNs must not compress (and so buffer) the stream.
+    (b"cache-control", b"no-cache, no-transform"),
     # nginx (and proxies that honour it) must pass events through, not buffer them.
     (b"x-accel-buffering", b"no"),
 ]

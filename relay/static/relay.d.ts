@@ -129,7 +129,8 @@ export interface WatchTimings {
   pollInterval?: number;
   pollMaxInterval?: number;
   pollBackoff?: number;
-  /** Time spent polling before trying the stream again (ms). Default 15000, doubling to streamRetryMaxDelay. */
+  /** Time spent polling before trying the stream again (ms). Default 15000; doubles after
+   * every failed try, up to streamRetryMaxDelay (default 120000). */
   streamRetryDelay?: number;
   streamRetryMaxDelay?: number;
 }

@@ -10,12 +10,14 @@
 //   });
 //   // later: handle.close()
 //
-// Watching follows the task over Server-Sent Events and resumes with Last-Event-ID when
-// the stream drops. It falls back to polling GET /api/tasks/{id} when the stream cannot
-// be used (no EventSource, repeated errors, or no first event within a few seconds because
-// something between the server and the browser buffers the stream), and returns to the
-// stream later. Every version is applied at most once and in order: duplicates and older
-// versions are dropped, so the page never goes backwards.
+// Watching follows the task over Server-Sent Events. When the stream drops, EventSource
+// reconnects by itself with the Last-Event-ID header and the server skips what the page
+// already has. When the stream cannot be used (no EventSource, the server or a proxy
+// refuses it, repeated quick failures, or no first event within a few seconds because
+// something between the server and the browser buffers the stream), it polls
+// GET /api/tasks/{id}?token= with backoff, and tries the stream again later, passing
+// `?lastEventId=` on the new EventSource. Every version is applied at most once and in
+// order: duplicates and older versions are dropped, so the page never goes backwards.
 
 const TERMINAL = new Set(["completed", "failed"]);
 // The server's default limit for one multiplexed stream (RELAY_MAX_TASKS_PER_STREAM);
