@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,11 @@ def free_port() -> int:
 
 
 def _uvicorn(app: object, host: str, port: int, **kwargs: object) -> None:
+    # uvicorn re-raises the signal that stopped it once shutdown is done; with Python's
+    # default handlers that kills the process (exit 143 / a KeyboardInterrupt trace)
+    # after a clean shutdown. These no-op handlers are what it re-raises into.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app,  # type: ignore[arg-type]
         host=host,

@@ -15,13 +15,14 @@ success, swaps in our URLs (`TaskUpdate.mirrored`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
-from relay import metrics
+from relay import keys, metrics
 from relay.background import Supervisor
 from relay.downloader import Download, Downloader
 from relay.errors import RelayError
@@ -33,6 +34,9 @@ from relay.storage import ObjectStorage
 log = logging.getLogger("relay.mirror")
 
 T = TypeVar("T")
+
+# Longer than any copy takes (downloads are capped at 120 s each, with retries).
+COPY_LEASE = 600.0
 
 # Ids kept for the reconciler's later pass; beyond this the oldest are dropped (and
 # logged), so a long storage outage cannot grow memory without bound.
@@ -155,6 +159,19 @@ class Mirror:
         return job
 
     async def _mirror(self, task_id: str, urls: tuple[str, ...], attempts: int) -> bool:
+        # Hold the task's reconcile lease for as long as a copy may take: another
+        # instance's reconciler then knows this copy is alive, and takes over only once
+        # the lease runs out (this instance died).
+        lease = keys.lease(task_id)
+        with contextlib.suppress(RelayError):
+            await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
+        try:
+            return await self._mirror_holding_lease(task_id, urls, attempts)
+        finally:
+            with contextlib.suppress(RelayError):
+                await self.ingestor.store.release(lease)
+
+    async def _mirror_holding_lease(self, task_id: str, urls: tuple[str, ...], attempts: int) -> bool:
         try:
             ours = await self._copy(task_id, urls, attempts)
         except Exception as exc:

@@ -15,7 +15,9 @@ from starlette.applications import Starlette
 
 from relay import uploads
 from relay.app import relay_error
+from relay.backends.memory import MemoryStore
 from relay.errors import RelayError
+from relay.limits import RateLimit
 from relay.providers.png import gradient_png
 from relay.settings import Settings
 from relay.storage import ObjectStorage, files_mount, open_storage
@@ -52,7 +54,9 @@ async def build(tmp_path: Path, public_url: str = "http://relay.test") -> tuple[
     mount = files_mount(settings)
     assert mount is not None
     app = Starlette(routes=[*uploads.routes, mount], exception_handlers={RelayError: relay_error})
-    app.state.services = SimpleNamespace(settings=settings, storage=storage)
+    app.state.services = SimpleNamespace(
+        settings=settings, storage=storage, create_limit=RateLimit(MemoryStore(), "create", settings.rate_create)
+    )
     return UploadApp(app, settings, tmp_path / "files"), storage
 
 
