@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
+
+if TYPE_CHECKING:
+    from relay.settings import Settings
 
 GRACEFUL_SHUTDOWN = 10
 
@@ -42,14 +46,22 @@ def _uvicorn(app: object, host: str, port: int, **kwargs: object) -> None:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from relay.app import create_app
+def _settings() -> Settings | None:
+    """The environment's settings, or None after printing the one line that names the
+    problem."""
     from relay.settings import Settings, SettingsError
 
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except SettingsError as exc:
         print(f"relay: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.app import create_app
+
+    if (settings := _settings()) is None:
         return 2
     _uvicorn(
         create_app(settings), args.host, args.port, forwarded_allow_ips=",".join(settings.trusted_proxies)
@@ -61,12 +73,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     import asyncio
 
     from relay.check import run_checks
-    from relay.settings import Settings, SettingsError
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+    if (settings := _settings()) is None:
         return 2
     # The report is the output; background retries of a broken link would only add noise.
     logging.basicConfig(level=logging.CRITICAL)

@@ -4,10 +4,11 @@ multi-line data, CRLF/LF) the way a browser's EventSource does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -56,22 +57,19 @@ async def iter_events(response: httpx.Response, *, include_comments: bool = Fals
             has_fields = True
 
 
-class Stream:
-    """An open SSE stream, read in the background into a queue of task events."""
+class TaskEvents:
+    """A stream read in the background (by `_run`) into a queue of `task` events."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None):
-        self.client = client
-        self.url = url
-        self.headers = headers or {}
+    def __init__(self) -> None:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.all: list[Event] = []
-        self.status: int | None = None
-        self.response_headers: httpx.Headers | None = None
         self.opened = asyncio.Event()
-        self.closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Stream:
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self.opened.wait(), timeout=10)
         return self
@@ -79,10 +77,34 @@ class Stream:
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+
+    async def next(self, timeout: float = 10) -> Event:
+        return await asyncio.wait_for(self.events.get(), timeout=timeout)
+
+    async def until_status(self, status: str, timeout: float = 15) -> list[Event]:
+        """Every task event up to and including the first with `status`."""
+        seen: list[Event] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.events.get()
+                seen.append(event)
+                if event.json()["status"] == status:
+                    return seen
+
+
+class Stream(TaskEvents):
+    """One SSE connection (no reconnects)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None):
+        super().__init__()
+        self.client = client
+        self.url = url
+        self.headers = headers or {}
+        self.status: int | None = None
+        self.response_headers: httpx.Headers | None = None
+        self.closed = asyncio.Event()
 
     async def _run(self) -> None:
         try:
@@ -97,16 +119,3 @@ class Stream:
         finally:
             self.opened.set()
             self.closed.set()
-
-    async def next(self, timeout: float = 10) -> Event:
-        return await asyncio.wait_for(self.events.get(), timeout=timeout)
-
-    async def until_status(self, status: str, timeout: float = 15) -> list[Event]:
-        """Every task event up to and including the first with `status`."""
-        seen: list[Event] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await self.events.get()
-                seen.append(event)
-                if event.json()["status"] == status:
-                    return seen

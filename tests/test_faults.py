@@ -37,7 +37,7 @@ from tests.conftest import StartRelay
 from tests.deploy_nginx import LoadBalancer
 from tests.s3server import LocalServer
 from tests.servers import HOST, SECRET, AppProcess, RedisServer
-from tests.sse import Event, Stream, iter_events
+from tests.sse import Event, Stream, TaskEvents, iter_events
 from tests.test_core import create, sim_task, success_payload
 from tests.waiting import until
 
@@ -57,7 +57,7 @@ class Connection:
     ended: str = "open"  # "closed" (clean end of body), "error: <type>", "stopped: <status>"
 
 
-class EventSource:
+class EventSource(TaskEvents):
     """Reconnects the way a browser's EventSource does: when a 200 stream ends, cleanly or
     broken, or the connection fails, it waits the last `retry:` delay and requests the same
     URL again with `Last-Event-ID` set to the last id seen. A 204 (or any other non-200
@@ -66,28 +66,14 @@ class EventSource:
     def __init__(
         self, client: httpx.AsyncClient, url: str, *, retry_ms: int = 3000, max_connections: int = 10
     ):
+        super().__init__()  # .all: every `task` event, across connections
         self.client = client
         self.url = url
         self.retry_ms = retry_ms
         self.max_connections = max_connections
         self.last_event_id: str | None = None
         self.connections: list[Connection] = []
-        self.all: list[Event] = []  # every `task` event, across connections
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.opened = asyncio.Event()
         self.stopped = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> EventSource:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.opened.wait(), timeout=10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
 
     async def _run(self) -> None:
         try:
@@ -124,18 +110,6 @@ class EventSource:
         finally:
             self.opened.set()
             self.stopped.set()
-
-    async def next(self, timeout: float = 10) -> Event:
-        return await asyncio.wait_for(self.events.get(), timeout=timeout)
-
-    async def until_status(self, status: str, timeout: float = 15) -> list[Event]:
-        seen: list[Event] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await self.events.get()
-                seen.append(event)
-                if event.json()["status"] == status:
-                    return seen
 
 
 def failure_payload(task_id: str) -> dict[str, Any]:
