@@ -12,7 +12,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -23,7 +22,8 @@ from relay.errors import RelayError
 from relay.http import JSONResponse
 from relay.lifespan import Services, open_services
 from relay.logs import configure_logging
-from relay.middleware import RequestContext
+from relay.middleware import JSONCORSMiddleware, RequestContext
+from relay.openapi import openapi_endpoint
 from relay.settings import Settings
 from relay.storage import files_mount
 
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", readyz),
         Route("/api/health", readyz),
         Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", openapi_endpoint),
         *tasks.routes,
         *callbacks.routes,
         *events.routes,
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.cors_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                JSONCORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 # Bearer tokens, never cookies: so never credentials, and "*" stays safe.
                 allow_credentials=False,

@@ -12,6 +12,7 @@ import secrets
 import time
 
 from relay.errors import Unauthorized
+from relay.parsing import ascii_int
 
 
 def _sign(secret: str, message: str) -> str:
@@ -29,12 +30,13 @@ def check_task_token(secret: str, task_id: str, token: str | None, *, now: float
     if not token:
         raise Unauthorized("this task needs its token: pass ?token= or Authorization: Bearer", code="token_required")
     expires_text, _, signature = token.partition(".")
-    if not expires_text.isdigit() or not signature:
+    expires = ascii_int(expires_text, max_digits=12)
+    if expires is None or not signature:
         raise Unauthorized("the task token is malformed", code="invalid_token")
     expected = _sign(secret, f"task:{task_id}:{expires_text}")
-    if not hmac.compare_digest(expected, signature):
+    if not _same(expected, signature):
         raise Unauthorized("the task token is not valid for this task", code="invalid_token")
-    if int(expires_text) < (now or time.time()):
+    if expires < (now or time.time()):
         raise Unauthorized("the task token has expired", code="token_expired")
 
 
@@ -52,7 +54,7 @@ def callback_token_signed(secret: str, token: str | None) -> bool:
     if not token:
         return False
     nonce, _, signature = token.partition(".")
-    return bool(nonce) and hmac.compare_digest(_sign(secret, f"callback:{nonce}"), signature)
+    return bool(nonce) and _same(_sign(secret, f"callback:{nonce}"), signature)
 
 
 def token_hash(token: str) -> str:
@@ -60,4 +62,10 @@ def token_hash(token: str) -> str:
 
 
 def token_matches(token: str, expected_hash: str) -> bool:
-    return hmac.compare_digest(token_hash(token), expected_hash)
+    return _same(token_hash(token), expected_hash)
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of untrusted text (as bytes: `compare_digest` refuses
+    non-ASCII str)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))

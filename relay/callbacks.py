@@ -22,6 +22,7 @@ from relay.errors import BadRequest, RelayError, Unauthorized
 from relay.http import JSONResponse, parse_json, read_body
 from relay.models import Task
 from relay.normalize import callback_task_id, normalize_callback
+from relay.parsing import ascii_int
 
 if TYPE_CHECKING:
     from relay.backends.base import TaskStore
@@ -40,9 +41,10 @@ def verify_webhook_signature(key: str, task_id: str, timestamp: str | None, sign
     seconds. The body is not signed, so this proves only who sent it, and when."""
     if not timestamp or not signature:
         raise Unauthorized("the callback lacks X-Webhook-Timestamp or X-Webhook-Signature", code="invalid_signature")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    seconds = ascii_int(timestamp, max_digits=12)
+    if seconds is None:
         raise Unauthorized("X-Webhook-Timestamp is not a unix time in seconds", code="invalid_signature")
-    if abs((now or time.time()) - int(timestamp)) > SIGNATURE_WINDOW:
+    if abs((now or time.time()) - seconds) > SIGNATURE_WINDOW:
         raise Unauthorized("X-Webhook-Timestamp is more than 5 minutes away from now", code="stale_signature")
     expected = base64.b64encode(
         hmac.new(key.encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()

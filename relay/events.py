@@ -23,23 +23,26 @@ from relay.fanout import Subscription, TaskEvent
 from relay.http import bearer_token
 from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Task
+from relay.parsing import ascii_int
 from relay.sse import EventStreamResponse
 
 log = logging.getLogger("relay.events")
+
+# More pairs than any stream may watch: the rest of an oversized id is not even split.
+MAX_TASKS_IN_ID = 1000
 
 def parse_last_event_id(text: str | None, task_ids: list[str]) -> dict[str, int]:
     """`Last-Event-ID` is the version for a one-task stream, `id:version,...` for a
     multi-task one. Anything unreadable means "send everything", never an error."""
     if not text:
         return {}
-    text = text.strip()
-    if text.isdigit() and len(task_ids) == 1:
-        return {task_ids[0]: int(text)}
+    if len(task_ids) == 1 and (version := ascii_int(text)) is not None:
+        return {task_ids[0]: version}
     seen: dict[str, int] = {}
-    for part in text.split(","):
-        task_id, _, version = part.partition(":")
-        if task_id in task_ids and version.isdigit():
-            seen[task_id] = int(version)
+    for part in text.split(",", MAX_TASKS_IN_ID):
+        task_id, _, version_text = part.partition(":")
+        if task_id in task_ids and (version := ascii_int(version_text)) is not None:
+            seen[task_id] = version
     return seen
 
 
@@ -142,7 +145,7 @@ async def open_stream(
     svc: Services = request.app.state.services
     callers = []
     for task_id, token in zip(task_ids, tokens, strict=True):
-        if not TASK_ID_RE.match(task_id):
+        if not TASK_ID_RE.fullmatch(task_id):
             raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
         callers.append(authorize_task(svc.settings, request, task_id, token))
     client = callers[0].key

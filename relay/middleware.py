@@ -8,7 +8,10 @@ import re
 import time
 import uuid
 
-from starlette.datastructures import MutableHeaders
+import orjson
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay import metrics
@@ -41,7 +44,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex[:16]
+        rid = incoming if _SANE_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -92,3 +95,17 @@ class RequestIdFilter(logging.Filter):
         if rid is not None and not hasattr(record, "request_id"):
             record.request_id = rid
         return True
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered in the contract's JSON
+    error shape like every other error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        what = bytes(response.body).decode(errors="replace")
+        body = {"error": {"code": "cors_refused", "message": f"{what}: this origin may not call the API"}}
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return Response(orjson.dumps(body), 400, headers=headers, media_type="application/json")

@@ -25,6 +25,7 @@ import orjson
 
 from relay.errors import InvalidPayload, ProviderError
 from relay.models import TASK_ID_RE, ProviderReport, ProviderState, TaskError
+from relay.parsing import ascii_int
 
 __all__ = ["FAMILIES", "callback_task_id", "normalize_callback", "normalize_status"]
 
@@ -156,8 +157,8 @@ def _as_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        return ascii_int(value, max_digits=9, signed=True)
     return None
 
 

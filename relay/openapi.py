@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from relay.http import JSONResponse
 from relay.settings import Settings
+from relay.tasks import RESERVED_OPTIONS
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -219,7 +220,11 @@ CREATE_TASK_SCHEMA: Json = {
         "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL},
         "options": {
             "type": "object",
-            "description": "Extra input fields passed to the provider as they are.",
+            "description": (
+                "Extra input fields passed to the provider as they are (at most 8192 bytes as JSON). "
+                "Fields Relay sets from the top-level ones are refused."
+            ),
+            "propertyNames": {"not": {"enum": sorted(RESERVED_OPTIONS)}},
         },
     },
 }
@@ -384,7 +389,11 @@ def _stream_ok(id_schema: Json) -> Json:
         ),
         "headers": _headers(
             **{
-                "Cache-Control": {"required": True, "schema": {"type": "string", "const": "no-cache"}},
+                "Cache-Control": {
+                    "required": True,
+                    "description": "Has `no-cache` (and may add e.g. `no-transform`).",
+                    "schema": {"type": "string", "pattern": "(^|,)\\s*no-cache\\s*(,|$)"},
+                },
                 "X-Accel-Buffering": {"required": True, "schema": {"type": "string", "const": "no"}},
             }
         ),
@@ -479,22 +488,25 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
     # Who may create and list: in jwt mode a signed-in user; otherwise anyone (rate limited).
     caller_security = task_security if jwt else [{}]
     caller_401 = ("401",) if jwt else ()
-    webhook_headers = [
-        {
-            "name": "X-Webhook-Timestamp",
-            "in": "header",
-            "required": bool(settings.kie_webhook_hmac_key),
-            "description": "Unix time in seconds; within 5 minutes of now (checked when KIE_WEBHOOK_HMAC_KEY is set).",
-            "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
-        },
-        {
-            "name": "X-Webhook-Signature",
-            "in": "header",
-            "required": bool(settings.kie_webhook_hmac_key),
-            "description": "base64(HMAC-SHA256(KIE_WEBHOOK_HMAC_KEY, `taskId.timestamp`)).",
-            "schema": {"type": "string"},
-        },
-    ]
+    # KIE's optional webhook HMAC: checked (and so documented) only when KIE_WEBHOOK_HMAC_KEY is set.
+    webhook_headers: list[Json] = []
+    if settings.kie_webhook_hmac_key:
+        webhook_headers = [
+            {
+                "name": "X-Webhook-Timestamp",
+                "in": "header",
+                "required": True,
+                "description": "Unix time in seconds, within 5 minutes of now.",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+            },
+            {
+                "name": "X-Webhook-Signature",
+                "in": "header",
+                "required": True,
+                "description": "base64(HMAC-SHA256(KIE_WEBHOOK_HMAC_KEY, `taskId.timestamp`)).",
+                "schema": {"type": "string"},
+            },
+        ]
     max_body = f"at most {settings.max_body} bytes (RELAY_MAX_BODY)"
 
     def callback(operation_id: str) -> Json:
@@ -772,7 +784,7 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                         "in": "path",
                         "required": True,
                         "description": "The storage key, e.g. uploads/abc.png or generated/<taskId>/0.png.",
-                        "schema": {"type": "string", "pattern": "^(generated|uploads)/"},
+                        "schema": {"type": "string", "minLength": 1},
                     }
                 ],
                 "responses": {
@@ -798,7 +810,7 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
 def document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document for this configuration."""
     schemes, task_security = _security(settings)
-    return {
+    doc: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Relay",
@@ -846,6 +858,8 @@ def document(settings: Settings) -> dict[str, Any]:
             "securitySchemes": schemes,
         },
     }
+    # A fresh tree: the module's building blocks are shared, and callers may edit the result.
+    return copy.deepcopy(doc)
 
 
 async def openapi_endpoint(request: Request) -> Response:

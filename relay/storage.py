@@ -31,7 +31,7 @@ SERVED_PREFIXES = ("generated/", "uploads/")
 
 
 def check_key(key: str) -> str:
-    if len(key) > 512 or not _KEY_RE.match(key) or ".." in key:
+    if len(key) > 512 or not _KEY_RE.fullmatch(key) or ".." in key:
         raise BadRequest(f"invalid storage key {key[:80]!r}", code="invalid_key")
     return key
 

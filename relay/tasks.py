@@ -18,6 +18,7 @@ from relay.errors import BadRequest, Forbidden, ProviderError, TaskNotFound
 from relay.http import JSONResponse, bearer_token, parse_json, read_body
 from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Mode, Status, Task, utcnow
+from relay.parsing import ascii_int
 from relay.providers.base import CreateRequest
 
 log = logging.getLogger("relay.tasks")
@@ -26,6 +27,11 @@ DEFAULT_MODELS = {Mode.TEXT_TO_IMAGE: "google/nano-banana", Mode.IMAGE_TO_IMAGE:
 MAX_PROMPT = 5000
 MAX_IMAGE_URLS = 10
 MAX_URL = 2048
+MAX_OPTIONS = 8192
+# Set by Relay from the top-level fields; an option must not quietly replace them.
+RESERVED_OPTIONS = frozenset(
+    {"prompt", "model", "callBackUrl", "image_urls", "filesUrl", "fileUrl", "inputImage", "input"}
+)
 
 
 def services(request: Request) -> Services:
@@ -59,7 +65,7 @@ def parse_new_task(body: Any) -> NewTask:
         raise BadRequest("prompt is required and must be a non-empty string")
     if len(prompt) > MAX_PROMPT:
         raise BadRequest(f"prompt is longer than {MAX_PROMPT} characters")
-    urls = body.get("imageUrls") or []
+    urls = body.get("imageUrls", [])
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise BadRequest("imageUrls must be a list of URLs")
     if len(urls) > MAX_IMAGE_URLS:
@@ -68,13 +74,22 @@ def parse_new_task(body: Any) -> NewTask:
         if len(url) > MAX_URL or not url.startswith(("https://", "http://")):
             raise BadRequest(f"imageUrls entry {url[:80]!r} must be an http(s) URL of at most {MAX_URL} characters")
     mode = Mode.IMAGE_TO_IMAGE if urls else Mode.TEXT_TO_IMAGE
-    model = body.get("model") or DEFAULT_MODELS[mode]
-    if not isinstance(model, str) or not 0 < len(model) <= 100:
-        raise BadRequest("model must be a string of at most 100 characters")
-    options = body.get("options") or {}
+    model = body.get("model", DEFAULT_MODELS[mode])
+    if not isinstance(model, str) or not 0 < len(model.strip()) <= 100:
+        raise BadRequest("model must be a non-empty string of at most 100 characters")
+    options = body.get("options", {})
     if not isinstance(options, dict):
-        raise BadRequest("options must be a JSON object")
-    return NewTask(prompt.strip(), model, mode, tuple(urls), options)
+        raise BadRequest("options must be a JSON object of provider settings, e.g. {\"aspect_ratio\": \"16:9\"}")
+    reserved = RESERVED_OPTIONS & set(options)
+    if reserved:
+        raise BadRequest(f"options may not set {', '.join(sorted(reserved))}: use the top-level fields")
+    try:
+        # Also what the de-duplication fingerprint serializes: refuse what it cannot.
+        if len(orjson.dumps(options)) > MAX_OPTIONS:
+            raise BadRequest(f"options is larger than {MAX_OPTIONS} bytes")
+    except orjson.JSONEncodeError:
+        raise BadRequest("options is nested too deeply") from None
+    return NewTask(prompt.strip(), model.strip(), mode, tuple(urls), options)
 
 
 def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
@@ -122,7 +137,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
             options=new.options,
         )
     )
-    if not TASK_ID_RE.match(provider_task_id):
+    if not TASK_ID_RE.fullmatch(provider_task_id):
         raise ProviderError(f"the provider returned an unusable task id {provider_task_id[:40]!r}")
     now = utcnow()
     task = Task(
@@ -145,7 +160,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
 
 
 async def read_task(svc: Services, request: Request, task_id: str | None) -> Task:
-    if not task_id or not TASK_ID_RE.match(task_id):
+    if not task_id or not TASK_ID_RE.fullmatch(task_id):
         raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
     caller = authorize_task(svc.settings, request, task_id, bearer_token(request))
     task = await svc.recovery.load(task_id)
@@ -185,13 +200,14 @@ async def list_tasks(request: Request) -> JSONResponse:
     if mode is not None and mode not in Mode.__members__.values():
         raise BadRequest(f"mode must be one of: {', '.join(m.value for m in Mode)}")
     limit_text = q.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+    limit = ascii_int(limit_text, max_digits=3)
+    if limit is None or not 1 <= limit <= 100:
         raise BadRequest("limit must be a whole number from 1 to 100")
     cursor = q.get("cursor")
     if cursor is not None and (len(cursor) > 160 or ":" not in cursor):
         raise BadRequest("cursor is not one this service returned")
     page = await svc.store.history(
-        limit=int(limit_text), cursor=cursor, status=status, mode=mode, owner=caller.user
+        limit=limit, cursor=cursor, status=status, mode=mode, owner=caller.user
     )
     items = []
     for task in page.items:
@@ -202,9 +218,13 @@ async def list_tasks(request: Request) -> JSONResponse:
     return JSONResponse({"items": items, "nextCursor": page.next_cursor})
 
 
+async def tasks_collection(request: Request) -> JSONResponse:
+    # One route per path, so a 405 lists every method the path allows.
+    return await (create_task(request) if request.method == "POST" else list_tasks(request))
+
+
 routes = [
-    Route("/api/tasks", create_task, methods=["POST"]),
-    Route("/api/tasks", list_tasks, methods=["GET"]),
+    Route("/api/tasks", tasks_collection, methods=["GET", "POST"]),
     Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
     Route("/api/task-status", task_status, methods=["GET"]),
 ]

@@ -10,6 +10,7 @@ magic bytes (PNG, JPEG, WebP, GIF), never from its name or declared type.
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import email.utils
 import secrets
@@ -20,11 +21,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.access import identify
-from relay.errors import BadRequest, PayloadTooLarge
+from relay.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from relay.http import JSONResponse
 from relay.media import IMAGES, SNIFF_BYTES, describe, sniff
+from relay.parsing import ascii_int
 from relay.storage import ObjectStorage
 
+MIN_UPLOAD_RATE = 64 * 1024  # bytes per second
 FIELD = "file"
 # Room for the boundaries, part headers and small extra fields around the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -156,13 +159,19 @@ async def upload(request: Request) -> Response:
     limit: int = services.settings.max_upload
     boundary = _boundary(request.headers.get("content-type", ""))
     total_limit = limit + MULTIPART_OVERHEAD
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > total_limit:
+    declared = ascii_int(request.headers.get("content-length", ""))
+    if declared is not None and declared > total_limit:
         raise _too_large(limit)
+    # A slow-loris guard that still lets big files through slow links: the body must
+    # arrive at an average of MIN_UPLOAD_RATE, after the usual read deadline.
+    deadline = services.settings.read_timeout + (declared or total_limit) / MIN_UPLOAD_RATE
     try:
-        data = await read_field(request.stream(), boundary, name=FIELD, limit=limit, total_limit=total_limit)
+        async with asyncio.timeout(deadline):
+            data = await read_field(request.stream(), boundary, name=FIELD, limit=limit, total_limit=total_limit)
     except ClientDisconnect:
         raise BadRequest("the upload was interrupted before it finished", code="upload_interrupted") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the upload did not arrive within {deadline:.0f} s") from None
     head = data[:SNIFF_BYTES]
     media = sniff(head)
     if media is None or media not in IMAGES:

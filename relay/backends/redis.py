@@ -23,6 +23,7 @@ from relay.backends.base import Page
 from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.models import Task
+from relay.parsing import ascii_int
 
 log = logging.getLogger("relay.redis")
 
@@ -144,7 +145,8 @@ class RedisStore:
         after_id: str | None = None
         if cursor:
             score_text, _, after_id = cursor.partition(":")
-            max_score = int(score_text) if score_text.isdigit() else "+inf"
+            score = ascii_int(score_text)
+            max_score = score if score is not None else "+inf"
         items: list[Task] = []
         scanned = 0
         batch = max(limit * 2, 50)
