@@ -26,7 +26,7 @@ from bench.httpclient import Client
 from bench.plot import sweep_plot
 from bench.pool import ROOT, Pool
 from bench.report import RunInfo, render
-from bench.scenarios import SCENARIOS, Env, Sizes
+from bench.scenarios import RELAY_ONLY, SCENARIOS, Env, Sizes, not_applicable
 from bench.servers import command_version
 from bench.stats import ScenarioResult, fmt
 from bench.targets import TARGETS, RelayTarget, Target
@@ -40,11 +40,13 @@ QUICK: dict[str, float | str] = {
     "per_task": 500, "fanout_streams": 300, "fanout_updates": 20, "idle_levels": "500,1000,2000",
     "idle_probe": 100, "ingest_senders": 16, "ingest_seconds": 5.0, "replay": 100, "settle": 1.0,
     "idle_window": 2.0, "budget": 150.0,
+    "leak_runs": 10, "leak_tasks": 300,
 }
 FULL: dict[str, float | str] = {
     "per_task": 2000, "fanout_streams": 1000, "fanout_updates": 20, "idle_levels": "1000,5000,10000,max",
     "idle_probe": 200, "ingest_senders": 32, "ingest_seconds": 10.0, "replay": 1000, "settle": 3.0,
     "idle_window": 5.0, "budget": 1800.0,
+    "leak_runs": 10, "leak_tasks": 0,  # 0: the per-task size
 }
 
 # Headline figures printed after each run.
@@ -54,6 +56,7 @@ SUMMARY = {
     "idle": ["open streams", "server RSS with all streams", "server memory per stream", "probe update→event p99"],
     "ingest": ["callbacks/s", "ack p50", "ack p99"],
     "replay": ["streams missing the newest state after reconnect", "duplicated deliveries", "reconnect→first event p99"],
+    "leak": ["server RSS after run 1", "server RSS max over the runs", "server RSS growth, run 1 → last"],
 }
 
 
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ingest-senders", type=int, help="ingest: concurrent senders (full 32, quick 16)")
     run.add_argument("--ingest-seconds", type=float, help="ingest: duration (full 10, quick 5)")
     run.add_argument("--replay", type=int, help="replay: streams that reconnect (full 1000, quick 100)")
+    run.add_argument("--leak-runs", type=int, help="leak: per-task runs against one server (10)")
+    run.add_argument("--leak-tasks", type=int, help="leak: tasks per run (full: the per-task size, quick 300)")
     run.add_argument("--senders", type=int, default=32, help="trigger requests in flight (32)")
     run.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                      help="load-generator processes (default: number of CPUs, at least 2)")
@@ -135,6 +140,8 @@ def sizes_from(args: argparse.Namespace) -> tuple[Sizes, float]:
         senders=args.senders,
         settle=float(base["settle"]),
         idle_window=float(base["idle_window"]),
+        leak_runs=int(pick("leak_runs")),
+        leak_tasks=int(pick("leak_tasks")) or int(pick("per_task")),
     )
     return sizes, float(base["budget"])
 
@@ -210,6 +217,10 @@ async def run_all(args: argparse.Namespace) -> int:
     try:
         for scenario in scenarios:
             for name in targets:
+                if scenario in RELAY_ONLY and name != "relay":
+                    results.append(not_applicable(scenario, TARGETS[name].name))
+                    print(f"bench: {scenario} against {TARGETS[name].name}: n/a (Relay only)", flush=True)
+                    continue
                 target = make_target(name, workdir / f"{scenario}-{name}", nofile, relay_env)
                 client: Client | None = None
                 print(f"bench: {scenario} against {target.name} ...", flush=True)

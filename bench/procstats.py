@@ -60,6 +60,23 @@ def peak_rss_bytes(pids: list[int]) -> int:
     return sum(_status_kib(p, "VmHWM") for root in pids for p in descendants(root)) * 1024
 
 
+def server_connections(port: int) -> int:
+    """TCP connections whose local end is `port` (the server's side), in any state that still
+    holds a socket in the server: not LISTEN, TIME_WAIT or CLOSE."""
+    n = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and int(fields[1].rsplit(":", 1)[1], 16) == port \
+                    and fields[3] not in ("0A", "06", "07"):
+                n += 1
+    return n
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of `pids` and their live descendants."""
     ticks = 0

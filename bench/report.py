@@ -35,6 +35,15 @@ DESCRIPTIONS = {
         "with the Last-Event-ID it last saw; version 5 (final) is then sent live; finally a "
         "reconnect with the final id must receive nothing."
     ),
+    "leak": (
+        "Relay only (nchan: n/a). Against one server, started once: the per-task workload "
+        "({leak_tasks} tasks with one stream each, every callback posted, every stream sees its "
+        "events, streams closed) {leak_runs} times back to back. After each run, once the server's "
+        "side of every connection is gone and the server has settled (the settle wait, then until "
+        "two RSS readings 0.25 s apart differ by under 0.5%), the server's RSS (all its processes) "
+        "is read. Target: growth from run 1 to the last run within 10%. The per-run RSS list is in "
+        "results.json (`series`)."
+    ),
 }
 
 HEADLINE = [
@@ -54,6 +63,24 @@ HEADLINE = [
     ("ingest", "ack p99"),
     ("replay", "streams missing the newest state after reconnect"),
     ("replay", "duplicated deliveries"),
+    ("leak", "server RSS after run 1"),
+    ("leak", "server RSS max over the runs"),
+    ("leak", "server RSS growth, run 1 → last"),
+]
+
+# The issue's targets: (scenario, metric, kind, bound, what). kind "max": Relay/nchan ≤ bound;
+# "min": Relay/nchan ≥ bound; "growth": Relay's own figure (%) ≤ bound.
+TARGETS = [
+    ("idle", "server memory per stream", "max", 2.0, "idle memory per connection ≤ 2x nchan"),
+    ("per-task", "callback→processing event p99", "max", 3.0, "per-task p99 latency ≤ 3x nchan p99"),
+    ("per-task", "callbacks/s (processing round)", "min", 0.4, "callbacks/s ≥ 40% of nchan publishes/s"),
+    ("ingest", "callbacks/s", "min", 0.4, "ingest callbacks/s ≥ 40% of nchan publishes/s"),
+    ("fanout", "update→event p99", "max", 3.0, "fanout p99 ≤ 3x nchan p99"),
+    ("leak", "server RSS growth, run 1 → last", "growth", 10.0, "RSS growth over the leak runs ≤ 10%"),
+]
+LEVEL_TARGETS = [
+    ("bytes_per_stream", "max", 2.0, "memory per connection ≤ 2x nchan", 1 / 1024, "KiB"),
+    ("probe_p99_ms", "max", 3.0, "probe p99 ≤ 3x nchan (the per-task latency bound)", 1.0, "ms"),
 ]
 
 
@@ -150,6 +177,54 @@ def sweep_table(results: Sequence[ScenarioResult], targets: Sequence[str]) -> li
     return out
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def _verdict(kind: str, bound: float, relay: Any, nchan: Any) -> tuple[str, str]:
+    """(measured ratio or figure, verdict) for one target."""
+    a, b = _number(relay), _number(nchan)
+    if kind == "growth":
+        if a is None:
+            return "-", "not measured"
+        return f"{a:+.1f}%", "met" if a <= bound else "**MISSED**"
+    if a is None or b is None:
+        return "-", "not measured"
+    if b == 0:
+        return ratio(a, b), "met" if (a == 0 or kind == "min") else "**MISSED**"
+    r = a / b
+    met = r <= bound if kind == "max" else r >= bound
+    return f"{r:.2f}x", "met" if met else "**MISSED**"
+
+
+def targets_table(results: Sequence[ScenarioResult], targets: Sequence[str]) -> list[str]:
+    """Every target of the issue with the measured ratio and met / missed."""
+    relay_name = next((t for t in targets if t.lower() == "relay"), targets[0] if targets else "Relay")
+    nchan_name = next((t for t in targets if t.lower() == "nchan"), "nchan")
+    out = ["| target | Relay | nchan | measured (Relay/nchan) | verdict |", "|---|---|---|---|---|"]
+    for scenario, label, kind, bound, what in TARGETS:
+        relay, nchan = _find(results, scenario, relay_name), _find(results, scenario, nchan_name)
+        a = relay.value(label) if relay is not None else None
+        b = nchan.value(label) if nchan is not None else None
+        unit = next((row.unit for r in (relay, nchan) if r is not None for row in r.rows if row.label == label), "")
+        shown, verdict = _verdict(kind, bound, a, None if kind == "growth" else b)
+        nchan_cell = "n/a" if kind == "growth" else fmt(b, unit)
+        out.append(f"| {what} ({scenario}: {label}) | {fmt(a, unit)} | {nchan_cell} | {shown} | {verdict} |")
+    relay_idle, nchan_idle = _find(results, "idle", relay_name), _find(results, "idle", nchan_name)
+    levels = sorted({p["streams"] for r in (relay_idle, nchan_idle) if r is not None for p in r.levels})
+    for n in levels:
+        for key, kind, bound, what, scale, unit in LEVEL_TARGETS:
+            points = [next((p for p in r.levels if p["streams"] == n), None) if r is not None else None
+                      for r in (relay_idle, nchan_idle)]
+            a, b = (_number(p.get(key)) if p is not None else None for p in points)
+            a, b = (None if v is None else v * scale for v in (a, b))
+            shown, verdict = _verdict(kind, bound, a, b)
+            out.append(f"| idle at {n:,} streams: {what} | {fmt(a, unit)} | {fmt(b, unit)} | {shown} | {verdict} |")
+    return out
+
+
 def client_table(results: Sequence[ScenarioResult]) -> list[str]:
     out = [
         "| scenario | target | measured s | server CPU % | redis CPU % | busiest load process CPU % "
@@ -210,12 +285,18 @@ def render(info: RunInfo, results: Sequence[ScenarioResult], targets: Sequence[s
         "",
     ]
     lines += headline_table(results, targets)
-    for scenario in ("per-task", "fanout", "idle", "ingest", "replay"):
+    lines += ["", "## Targets", "",
+              "The issue's targets, each as Relay ÷ nchan on this run (the leak target is Relay's own "
+              "RSS growth). The idle rows are per sweep level; the full mode's levels are 1k, 5k, 10k "
+              "and max. \"not measured\" means a scenario or target was not part of this run.", ""]
+    lines += targets_table(results, targets)
+    for scenario in ("per-task", "fanout", "idle", "ingest", "replay", "leak"):
         if not any(r.scenario == scenario for r in results):
             continue
         lines += ["", f"## {scenario}", "", DESCRIPTIONS[scenario].format(
             senders=sizes.get("senders"), probe=sizes.get("idle_probe"),
-            probe_in_flight=sizes.get("probe_in_flight")), ""]
+            probe_in_flight=sizes.get("probe_in_flight"), leak_tasks=sizes.get("leak_tasks"),
+            leak_runs=sizes.get("leak_runs")), ""]
         lines += comparison_table(results, scenario, targets)
         if scenario == "idle":
             table = sweep_table(results, targets)

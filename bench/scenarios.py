@@ -1,4 +1,4 @@
-"""The five scenarios. Each runs against a freshly started target (servers + Redis) and
+"""The scenarios. Each runs against a freshly started target (servers + Redis) and
 returns a `ScenarioResult`. Latency is always trigger-to-delivery: the trigger time is taken
 just before the callback (or publish) request is written to the socket, the delivery time
 when the bytes carrying the event reach the load worker; both are CLOCK_MONOTONIC.
@@ -38,6 +38,8 @@ class Sizes:
     replay: int = 1000
     senders: int = 32  # concurrent trigger requests (callbacks / publishes)
     settle: float = 3.0
+    leak_runs: int = 10
+    leak_tasks: int = 0  # 0: the per-task size
     idle_window: float = 5.0
     open_concurrency: int = 256
 
@@ -497,10 +499,114 @@ async def replay(env: Env) -> ScenarioResult:
     return result
 
 
+async def settle_after_close(env: Env, within: float = 30.0) -> dict[str, float]:
+    """After the streams (and the trigger client's keep-alive connections) were closed: wait
+    until the server's side of every connection to its port is gone, then `sizes.settle`, then
+    until two RSS readings 0.25 s apart differ by under 0.5% (bounded). Returns what it saw."""
+    server = env.target.groups().get("server", [])
+    t0 = time.monotonic()
+    deadline = t0 + within
+    sockets = procstats.server_connections(env.target.port)
+    while sockets > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        sockets = procstats.server_connections(env.target.port)
+    closed_s = time.monotonic() - t0
+    await asyncio.sleep(env.sizes.settle)
+    previous = procstats.rss_bytes(server)
+    stable = False
+    for _ in range(40):
+        await asyncio.sleep(0.25)
+        rss = procstats.rss_bytes(server)
+        stable = abs(rss - previous) <= 0.005 * max(1, previous)
+        previous = rss
+        if stable:
+            break
+    return {"sockets_left": sockets, "closed_s": closed_s, "rss": previous,
+            "stable": float(stable)}
+
+
+async def leak(env: Env) -> ScenarioResult:
+    """The per-task workload `leak_runs` times against one server: RSS after each run, once
+    its streams are closed and the server has settled."""
+    target, pool, sizes = env.target, env.pool, env.sizes
+    n, runs = sizes.leak_tasks or sizes.per_task, max(1, sizes.leak_runs)
+    result = ScenarioResult("leak", target.name)
+    result.add("tasks per run (one stream each)", n)
+    result.add("runs", runs)
+    server = target.groups().get("server", [])
+    await asyncio.sleep(sizes.settle)
+    start_rss = procstats.rss_bytes(server)
+    rss_mb: list[float] = []
+    redis_mb: list[float] = []
+    lost = duplicates = not_ended = 0
+    lost_per_run: list[int] = []
+    problems: list[str] = []
+    meter = Meter(env)
+    await meter.start()
+    for run in range(1, runs + 1):
+        keys = await target.create(n)
+        opened = await pool.open(
+            target.port, [(k, target.stream_path(k), None) for k in keys],
+            within=_timeout(n), concurrency=sizes.open_concurrency,
+        )
+        if opened.failed:
+            problems.append(f"run {run}: {opened.failed} stream(s) failed to open: {opened.errors}")
+        first = await trigger(env, [(k, 2, False) for k in keys])
+        reach = await pool.await_versions(version=2, within=_timeout(n, 50))
+        final = await trigger(env, [(k, 3, True) for k in keys])
+        reach_final = await pool.await_versions(version=3, within=_timeout(n, 50))
+        reports = await pool.collect(forget=True)  # closes every stream
+        lost_per_run.append(int(reach["missing"] + reach_final["missing"]))
+        lost += lost_per_run[-1]
+        duplicates += deliveries(reports, first.sent).duplicates + deliveries(reports, final.sent).duplicates
+        not_ended += sum(1 for r in reports.values() if not r["ended"])
+        for name, trig in (("processing", first), ("completion", final)):
+            if (problem := trig.problems()) is not None:
+                problems.append(f"run {run}, {name} round: {problem}")
+        env.client.close()  # its keep-alive connections too: the server should hold none
+        settled = await settle_after_close(env)
+        target.check_alive()
+        rss_mb.append(settled["rss"] / MB)
+        redis_mb.append(procstats.rss_bytes(target.groups().get("redis", [])) / MB)
+        if settled["sockets_left"] > 0:
+            problems.append(f"run {run}: {int(settled['sockets_left'])} connection(s) still open "
+                            "on the server's side 30 s after the streams were closed")
+        print(f"    {target.name} leak run {run}/{runs}: server RSS {rss_mb[-1]:.1f} MB, "
+              f"lost {lost_per_run[-1]} "
+              f"(streams gone after {settled['closed_s']:.2f} s)", flush=True)
+    await meter.stop(result)
+    growth = (rss_mb[-1] - rss_mb[0]) / rss_mb[0] * 100 if rss_mb and rss_mb[0] else None
+    result.add("server RSS before run 1", start_rss / MB, "MB", "low")
+    result.add("server RSS after run 1", rss_mb[0], "MB", "low")
+    result.add(f"server RSS after run {runs}", rss_mb[-1], "MB", "low")
+    result.add("server RSS growth, run 1 → last", growth, "%", "low")
+    result.add("server RSS max over the runs", max(rss_mb), "MB", "low")
+    result.add("redis RSS growth, run 1 → last", redis_mb[-1] - redis_mb[0], "MB", "low")
+    result.add("lost (stream never got the version)", lost, "", "low")
+    result.add("duplicated deliveries", duplicates, "", "low")
+    result.add("streams not ended by the server after completion", not_ended, "", "low")
+    result.series = {"server_rss_mb_per_run": rss_mb, "redis_rss_mb_per_run": redis_mb,
+                     "lost_per_run": lost_per_run,
+                     "server_rss_mb_before": start_rss / MB, "tasks_per_run": n}
+    result.notes.append("server RSS per run (MB): " + ", ".join(f"{v:.1f}" for v in rss_mb))
+    result.notes.extend(problems)
+    return result
+
+
+def not_applicable(scenario: str, target: str) -> ScenarioResult:
+    """The result of a Relay-only scenario for another target."""
+    result = ScenarioResult(scenario, target)
+    result.add("server RSS growth, run 1 → last", "n/a", "%", "low")
+    result.notes.append("Relay-only scenario: not run (n/a)")
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Env], Awaitable[ScenarioResult]]] = {
     "per-task": per_task,
     "fanout": fanout,
     "idle": idle,
     "ingest": ingest,
     "replay": replay,
+    "leak": leak,
 }
+RELAY_ONLY = {"leak"}

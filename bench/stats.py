@@ -48,6 +48,7 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     levels: list[dict[str, Any]] = field(default_factory=list)  # idle sweep points
     client: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)  # per-run figures (leak)
     failed: str | None = None
 
     def add(self, label: str, value: float | int | str | None, unit: str = "", better: Better = "") -> None:

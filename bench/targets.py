@@ -124,7 +124,9 @@ class RelayTarget(Target):
         self.sim_port = free_port()
         sim = relay_process(
             "relay kie-sim",
-            ["kie-sim", "--host", HOST, "--port", str(self.sim_port), "--callback-delay", "manual"],
+            # A balance no run exhausts (the default, 10,000, pays for 2,500 tasks only).
+            ["kie-sim", "--host", HOST, "--port", str(self.sim_port), "--callback-delay", "manual",
+             "--credits", "1000000000"],
             {"RELAY_LOG_LEVEL": "WARNING"},
             self.workdir / "sim.log",
         )

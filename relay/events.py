@@ -31,6 +31,7 @@ log = logging.getLogger("relay.events")
 # More pairs than any stream may watch: the rest of an oversized id is not even split.
 MAX_TASKS_IN_ID = 1000
 
+
 def parse_last_event_id(text: str | None, task_ids: list[str]) -> dict[str, int]:
     """`Last-Event-ID` is the version for a one-task stream, `id:version,...` for a
     multi-task one. Anything unreadable means "send everything", never an error."""

@@ -43,16 +43,18 @@ def update_from_report(report: ProviderReport, *, mirroring: bool) -> TaskUpdate
 
 
 class Ingestor:
-    def __init__(self, store: TaskStore, hub: Hub, *, mirroring: bool = False, cache_size: int = 10_000):
+    def __init__(self, store: TaskStore, hub: Hub, *, mirroring: bool = False, cache_size: int = 2_000):
         self.store = store
         self.hub = hub
         self.mirroring = mirroring
         # Called after every stored change with (before, after): the mirror and metrics
         # hang off this instead of being called from every writer.
         self.listeners: list[Listener] = []
-        # The last version of each task this instance read or wrote. It is only ever a
-        # guess for the compare-and-set (a stale guess costs one extra read), so most
-        # callbacks need a single store round trip.
+        # The last version of each unfinished task this instance read or wrote. It is only
+        # ever a guess for the compare-and-set (a stale guess costs one extra read), so most
+        # callbacks need a single store round trip. Finished tasks leave it: their late
+        # duplicates are judged against the store anyway, and memory stays proportional to
+        # the work in flight.
         self._recent: OrderedDict[str, Task] = OrderedDict()
         self._cache_size = cache_size
 
@@ -67,6 +69,9 @@ class Ingestor:
         return task
 
     def _remember(self, task: Task) -> None:
+        if task.terminal:
+            self._recent.pop(task.task_id, None)
+            return
         self._recent[task.task_id] = task
         self._recent.move_to_end(task.task_id)
         if len(self._recent) > self._cache_size:
