@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, free_port, stop_process
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 
@@ -113,13 +113,7 @@ class LoadBalancer:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if self._stderr is not None:
             self._stderr.close()

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.servers import HOST, free_port
+from tests.servers import HOST, free_port, stop_process
 
 NGINX = "/usr/sbin/nginx"
 
@@ -149,13 +149,7 @@ class Nginx:
         return path.read_text(errors="replace").splitlines() if path.exists() else []
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=5)
         self.proc = None
         if hasattr(self, "_log"):
             self._log.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import uvicorn
 from aiobotocore.session import get_session
 from starlette.types import ASGIApp
 
-from tests.servers import HOST, free_port, wait_until
+from tests.servers import HOST, free_port, stop_process, wait_until
 
 T = TypeVar("T")
 
@@ -58,13 +57,7 @@ class MotoServer:
         return httpx.get(f"{self.url}/moto-api/", timeout=1).status_code < 500
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> None:
