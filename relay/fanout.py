@@ -116,7 +116,3 @@ class LocalFanout:
         for subs in self._by_task.values():
             for sub in subs:
                 sub.request_resync()
-
-    @property
-    def stream_count(self) -> int:
-        return len({sub for subs in self._by_task.values() for sub in subs})

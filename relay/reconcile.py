@@ -62,7 +62,6 @@ class Reconciler:
         self.settings = settings
         self.mirror = mirror
         self.limiter = RateLimiter(settings.reconcile_rate)
-        self.polls = 0
 
     def poll_interval(self, age: float) -> float:
         """Short at first, then longer: about a tenth of the task's age, within bounds."""
@@ -125,7 +124,6 @@ class Reconciler:
         # Even at the deadline, ask once more: the result may exist and only its callback
         # was lost.
         await self.limiter.wait()
-        self.polls += 1
         try:
             changed = await self.ingestor.report(await self.provider.status(task.task_id, task.model))
             metrics.RECONCILER_POLLS.labels("changed" if changed else "unchanged").inc()

@@ -36,8 +36,8 @@ def frame(**fields: object) -> bytes:
 
 
 class Source(Protocol):
-    """What a stream sends: `chunks()` yields framed bytes, waiting at most `wait` seconds
-    for the next one (yielding b"" when nothing came, so a ping can go out)."""
+    """What a stream sends: `chunks()` yields framed bytes, waiting at most `ping_interval`
+    seconds for the next one (yielding b"" when nothing came, so a ping can go out)."""
 
     def chunks(self, ping_interval: float) -> AsyncIterator[bytes]: ...
 

@@ -258,7 +258,6 @@ class RedisHub:
         )
         self.fanout = LocalFanout()
         self.connected = asyncio.Event()
-        self.reconnects = 0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -299,7 +298,6 @@ class RedisHub:
                         delay = 0.1
                         self.connected.set()
                         if subscribed_before:
-                            self.reconnects += 1
                             metrics.REDIS_RECONNECTS.inc()
                             log.warning("redis pub/sub reconnected; re-syncing open streams")
                             self.fanout.resync_all()
