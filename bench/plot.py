@@ -1,5 +1,5 @@
 """A tiny pure-Python line-plot renderer (no matplotlib): an RGB canvas, lines, a 5x7 bitmap
-font, and Relay's own PNG encoder (`relay.providers.png.encode_png`) for the file."""
+font, and Relay's own PNG encoder (`relay.sim.png.encode_png`) for the file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.providers.png import encode_png
+from relay.sim.png import encode_png
 
 Color = tuple[int, int, int]
 WHITE: Color = (255, 255, 255)

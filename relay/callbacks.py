@@ -7,6 +7,7 @@ store is down the answer is 503 and KIE retries, while the reconciler catches up
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -18,9 +19,9 @@ from starlette.routing import Route
 
 from relay import auth, metrics
 from relay.access import address_of
-from relay.errors import BadRequest, RelayError, Unauthorized
+from relay.errors import BadRequest, InvalidPayload, RelayError, Unauthorized
 from relay.http import JSONResponse, parse_json, read_body
-from relay.models import Task
+from relay.models import TASK_ID_RE, Task
 from relay.normalize import callback_task_id, normalize_callback
 from relay.parsing import ascii_int
 
@@ -74,6 +75,8 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     assert token is not None
     raw = await read_body(request, svc.settings.max_body, svc.settings.read_timeout)
     payload = parse_json(raw, "callback body")
+    if not isinstance(payload, dict):
+        raise InvalidPayload(f"the callback body must be a JSON object, not {type(payload).__name__}")
     if svc.settings.kie_webhook_hmac_key:
         # Only the task id is signed: check the signature before trusting anything else.
         verify_webhook_signature(
@@ -82,7 +85,23 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
             request.headers.get("x-webhook-timestamp"),
             request.headers.get("x-webhook-signature"),
         )
-    report = normalize_callback(payload)
+    try:
+        report = normalize_callback(payload)
+    except InvalidPayload as exc:
+        # KIE retries what it does not get a 200 for; a shape we cannot read will not get
+        # readable by retrying. Say what it looked like (field names and types, never
+        # values), count it, and let the reconciler finish the task from KIE's status API.
+        log.warning("ignored an unreadable callback: %s; its shape: %s", exc.message, shape_of(payload))
+        metrics.CALLBACKS.labels("unknown", "unreadable").inc()
+        await svc.callback_limit.check(address_of(request))
+        return JSONResponse({"status": "ignored", "reason": exc.message})
+    named = request.query_params.get("task")
+    if named is not None:
+        # Work on an earlier task (Veo 1080p/4K) calls back under the parent's id; the
+        # URL names the task it is for. The token below must still belong to that task.
+        if not TASK_ID_RE.fullmatch(named):
+            raise BadRequest("the callback URL's task is not a valid task id", code="invalid_task_id")
+        report = dataclasses.replace(report, task_id=named)
     # The callback hash never changes, so this instance's recent copy is good enough.
     task = await svc.ingestor.current(report.task_id)
     if task is None:
@@ -104,6 +123,18 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     return JSONResponse(RECEIVED)
 
 
+def shape_of(value: object, depth: int = 0) -> str:
+    """A payload's structure without its values: `{code: int, data: {taskId: str, ...}}`."""
+    if isinstance(value, dict):
+        if depth >= 3:
+            return "{...}"
+        items = [f"{str(k)[:40]}: {shape_of(v, depth + 1)}" for k, v in list(value.items())[:20]]
+        return "{" + ", ".join(items) + (", ..." if len(value) > 20 else "") + "}"
+    if isinstance(value, list):
+        return f"[{shape_of(value[0], depth + 1)}, ...]" if value else "[]"
+    return "null" if value is None else type(value).__name__
+
+
 async def apply_parked(store: TaskStore, ingestor: Ingestor, task: Task) -> Task | None:
     """Apply callbacks that arrived before `task` was stored. Returns the newest task."""
     newest: Task | None = None
@@ -113,6 +144,8 @@ async def apply_parked(store: TaskStore, ingestor: Ingestor, task: Task) -> Task
             continue
         try:
             report = normalize_callback(parse_json(raw, "callback body"))
+            # Parked under this task's id, which a derived task's payload does not carry.
+            report = dataclasses.replace(report, task_id=task.task_id)
             newest = await ingestor.report(report) or newest
         except RelayError as exc:
             log.warning("dropped a parked callback: %s", exc.message, extra={"task_id": task.task_id})

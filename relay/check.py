@@ -13,6 +13,7 @@ from typing import TextIO
 
 import httpx
 
+from relay.catalogue import builtin
 from relay.errors import RelayError
 from relay.lifespan import open_backends, open_provider
 from relay.models import Mode, Status, Task, utcnow
@@ -36,7 +37,7 @@ async def run_checks(settings: Settings, out: TextIO) -> bool:
         print(f"  {name:<24} {value}", file=out)
     print("\nLinks:", file=out)
     store, hub = open_backends(settings)
-    provider = open_provider(settings)
+    provider = open_provider(settings, builtin())
     storage = open_storage(settings)
     verdicts: list[Verdict] = []
     try:

@@ -82,7 +82,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_kie_sim(args: argparse.Namespace) -> int:
-    from relay.providers.sim import SimConfig, create_sim_app
+    from relay.sim import SimConfig, create_sim_app
 
     _uvicorn(create_sim_app(SimConfig.from_namespace(args)), args.host, args.port)
     return 0
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--generation-seconds", type=float, default=4.0, help="simulated generation time")
     demo.set_defaults(func=cmd_demo)
 
-    from relay.providers.sim import SimConfig
+    from relay.sim import SimConfig
 
     sim = sub.add_parser("kie-sim", help="run the KIE simulator (KIE's API, callbacks and quirks)")
     sim.add_argument("--host", default="127.0.0.1")

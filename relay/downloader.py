@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from relay.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable
-from relay.media import RESULTS, SNIFF_BYTES, MediaType, describe, sniff
+from relay.errors import BadRequest, Forbidden, PayloadTooLarge, ResultGone, ServiceUnavailable
+from relay.media import BY_KIND, RESULTS, SNIFF_BYTES, MediaType, describe, sniff
 from relay.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -287,6 +287,11 @@ class Downloader:
     ):
         self.policy = HostPolicy.parse(settings.result_hosts)
         self.max_bytes = settings.max_download
+        self.caps = {
+            "image": min(settings.max_image_download, settings.max_download),
+            "audio": min(settings.max_audio_download, settings.max_download),
+            "video": settings.max_download,
+        }
         self.total_timeout = total_timeout
         self.max_redirects = max_redirects
         backend = GuardedNetworkBackend(self.policy, resolver or system_resolver)
@@ -301,20 +306,22 @@ class Downloader:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str) -> Download:
+    async def fetch(self, url: str, kind: str | None = None) -> Download:
+        """Download one result; with `kind` (image, video, audio) only files of that kind,
+        up to that kind's size cap, are accepted."""
         try:
             target = httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
             raise BadRequest(f"refused {url[:80]!r}: not a valid URL ({exc})", code="download_refused") from None
         try:
             async with asyncio.timeout(self.total_timeout):
-                return await self._follow(target)
+                return await self._follow(target, kind)
         except TimeoutError:
             raise ServiceUnavailable(
                 f"downloading {_shown(target)} took longer than {self.total_timeout:g}s", code="download_failed"
             ) from None
 
-    async def _follow(self, url: httpx.URL) -> Download:
+    async def _follow(self, url: httpx.URL, kind: str | None) -> Download:
         for _ in range(self.max_redirects + 1):
             self.policy.check(url)
             try:
@@ -325,7 +332,7 @@ class Downloader:
                         url = url.join(location)
                         continue
                     self._check_status(url, response.status_code)
-                    return await self._read(url, response)
+                    return await self._read(url, response, kind)
                 finally:
                     await response.aclose()
             except httpx.TimeoutException as exc:
@@ -344,17 +351,20 @@ class Downloader:
         if 200 <= status < 300:
             return
         message = f"{_shown(url)} answered HTTP {status}"
-        if status in (404, 410):
-            raise NotFound(f"{message}: the result has expired or was removed", code="download_failed")
+        if status in (403, 404, 410):
+            # KIE's links expire (download links after 20 minutes, files after 14 days):
+            # an expired signed link answers 403, a removed file 404 or 410.
+            raise ResultGone(f"{message}: the link has expired or the result was removed")
         if status in (408, 425, 429) or status >= 500:
             raise ServiceUnavailable(message, code="download_failed")
         raise BadRequest(message, code="download_failed")
 
-    async def _read(self, url: httpx.URL, response: httpx.Response) -> Download:
+    async def _read(self, url: httpx.URL, response: httpx.Response, kind: str | None) -> Download:
+        cap = self.caps.get(kind or "", self.max_bytes)
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > cap:
             raise PayloadTooLarge(
-                f"the result at {_shown(url)} is {declared} bytes; the limit is {self.max_bytes}",
+                f"the result at {_shown(url)} is {declared} bytes; the limit for {kind or 'a result'} is {cap}",
                 code="download_too_large",
             )
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -368,24 +378,27 @@ class Downloader:
         media: MediaType | None = None
         async for chunk in response.aiter_raw():
             body += chunk
-            if len(body) > self.max_bytes:
+            if len(body) > cap:
                 raise PayloadTooLarge(
-                    f"the result at {_shown(url)} is larger than the {self.max_bytes}-byte limit",
+                    f"the result at {_shown(url)} is larger than the {cap}-byte limit for {kind or 'a result'}",
                     code="download_too_large",
                 )
             if media is None and len(body) >= SNIFF_BYTES:
-                media = self._recognise(url, response, bytes(body[:SNIFF_BYTES]))
+                media = self._recognise(url, response, bytes(body[:SNIFF_BYTES]), kind)
         if media is None:
-            media = self._recognise(url, response, bytes(body))
+            media = self._recognise(url, response, bytes(body), kind)
         return Download(bytes(body), media, str(url))
 
-    def _recognise(self, url: httpx.URL, response: httpx.Response, head: bytes) -> MediaType:
+    def _recognise(self, url: httpx.URL, response: httpx.Response, head: bytes, kind: str | None) -> MediaType:
+        allowed = BY_KIND.get(kind or "", RESULTS)
         media = sniff(head)
-        if media is None or media not in RESULTS:
+        if media is None or media not in allowed:
             declared = response.headers.get("content-type", "no content type")
+            names = ", ".join(sorted(m.ext.upper() for m in allowed))
+            what = describe(head) if media is None else f"a {media.kind} ({media.ext.upper()})"
             raise BadRequest(
-                f"the result at {_shown(url)} is {describe(head)}, not a PNG, JPEG, WebP, GIF, MP4 "
-                f"or WebM file (it was served as {declared!r})",
+                f"the result at {_shown(url)} is {what}, not one of {names} "
+                f"(it was served as {declared!r})",
                 code="unsupported_media",
             )
         return media

@@ -42,8 +42,19 @@ class NotFound(RelayError):
     code = "not_found"
 
 
+class ResultGone(NotFound):
+    """A provider's result link that no longer serves the file (expired or removed)."""
+
+    code = "download_failed"
+
+
 class TaskNotFound(NotFound):
     code = "task_not_found"
+
+
+class Conflict(RelayError):
+    status = 409
+    code = "conflict"
 
 
 class RequestTimeout(RelayError):

@@ -15,6 +15,7 @@ from sse_starlette.sse import AppStatus
 from relay.backends.base import Hub, TaskStore
 from relay.backends.memory import MemoryHub, MemoryStore
 from relay.background import Supervisor
+from relay.catalogue import Catalogue, builtin
 from relay.downloader import Downloader
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
@@ -32,6 +33,7 @@ log = logging.getLogger("relay")
 @dataclass
 class Services:
     settings: Settings
+    catalogue: Catalogue
     store: TaskStore
     hub: Hub
     provider: Provider
@@ -59,10 +61,14 @@ def open_backends(settings: Settings) -> tuple[TaskStore, Hub]:
     return store, redis_backend.RedisHub(settings.redis_url, client)
 
 
-def open_provider(settings: Settings) -> Provider:
+def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
     key = settings.kie_api_key or ("sim-key" if settings.provider == "sim" else "")
     return KieClient(
-        settings.kie_base_url, key, timeout=settings.kie_timeout, retry_budget=settings.kie_retry_budget
+        settings.kie_base_url,
+        key,
+        timeout=settings.kie_timeout,
+        retry_budget=settings.kie_retry_budget,
+        catalogue=catalogue,
     )
 
 
@@ -73,7 +79,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(hub.aclose)
         await hub.start()
-        provider = open_provider(settings)
+        catalogue = builtin()
+        provider = open_provider(settings, catalogue)
         stack.push_async_callback(provider.aclose)
         storage = open_storage(settings)
         await storage.start()
@@ -86,18 +93,24 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(background.aclose)
         ingestor = Ingestor(store, hub, mirroring=settings.mirror)
         mirror = Mirror(
-            storage=storage, downloader=downloader, ingestor=ingestor, supervisor=background, settings=settings
+            storage=storage,
+            downloader=downloader,
+            ingestor=ingestor,
+            supervisor=background,
+            enabled=settings.mirror,
+            fresh_url=provider.fresh_url,
         )
         ingestor.listeners.append(mirror.on_change)
         services = Services(
             settings=settings,
+            catalogue=catalogue,
             store=store,
             hub=hub,
             provider=provider,
             ingestor=ingestor,
             storage=storage,
             mirror=mirror,
-            recovery=Recovery(store, storage, provider, ingestor),
+            recovery=Recovery(store, storage, provider, ingestor, catalogue),
             background=background,
             draining=asyncio.Event(),
             create_limit=RateLimit(store, "create", settings.rate_create),

@@ -18,7 +18,7 @@ SNIFF_BYTES = 64
 class MediaType:
     content_type: str
     ext: str
-    kind: str  # "image" or "video"
+    kind: str  # "image", "video" or "audio"
 
 
 PNG = MediaType("image/png", "png", "image")
@@ -27,9 +27,18 @@ WEBP = MediaType("image/webp", "webp", "image")
 GIF = MediaType("image/gif", "gif", "image")
 MP4 = MediaType("video/mp4", "mp4", "video")
 WEBM = MediaType("video/webm", "webm", "video")
+MP3 = MediaType("audio/mpeg", "mp3", "audio")
+WAV = MediaType("audio/wav", "wav", "audio")
+M4A = MediaType("audio/mp4", "m4a", "audio")
+OGG = MediaType("audio/ogg", "ogg", "audio")
 
 IMAGES = frozenset({PNG, JPEG, WEBP, GIF})
-RESULTS = frozenset({PNG, JPEG, WEBP, GIF, MP4, WEBM})
+VIDEOS = frozenset({MP4, WEBM})
+AUDIO = frozenset({MP3, WAV, M4A, OGG})
+RESULTS = IMAGES | VIDEOS | AUDIO
+# What a result of each kind may be: a video model that sends back a web page, or an
+# image model that sends a video, is refused rather than stored under the wrong kind.
+BY_KIND = {"image": IMAGES, "video": VIDEOS, "audio": AUDIO}
 
 # Served content types by extension (the /files/ mount): only what we can have stored.
 BY_EXT = {m.ext: m.content_type for m in RESULTS} | {"jpeg": "image/jpeg", "json": "application/json"}
@@ -56,6 +65,15 @@ def sniff(head: bytes) -> MediaType | None:
         return MP4
     if head.startswith(b"\x1a\x45\xdf\xa3") and b"webm" in head[:SNIFF_BYTES]:
         return WEBM
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] == b"M4A ":
+        return M4A
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return WAV
+    if head.startswith(b"OggS"):
+        return OGG
+    # MP3: an ID3v2 tag, or straight into an MPEG audio frame (11 sync bits, layer III).
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
+        return MP3
     return None
 
 

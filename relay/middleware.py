@@ -21,11 +21,12 @@ log = logging.getLogger("relay.http")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-# The demo page loads only its own scripts and styles; result images may come from any
-# https host (the provider's, a CDN) until mirrored.
+# The demo page loads only its own scripts and styles; result images, videos and audio
+# may come from any https host (the provider's, a CDN) until mirrored.
 HTML_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https: http:; "
+        "media-src 'self' blob: https: http:; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
     "x-frame-options": "DENY",

@@ -18,17 +18,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 from relay import keys, metrics
 from relay.background import Supervisor
 from relay.downloader import Download, Downloader
-from relay.errors import RelayError
+from relay.errors import RelayError, ResultGone
 from relay.ingest import Ingestor
 from relay.models import Status, Task, TaskUpdate
-from relay.settings import Settings
 from relay.storage import ObjectStorage
 
 log = logging.getLogger("relay.mirror")
@@ -42,6 +43,16 @@ COPY_LEASE = 600.0
 # logged), so a long storage outage cannot grow memory without bound.
 MAX_PENDING = 10_000
 COPY, METADATA = "copy", "metadata"
+
+# KIE's download links live 20 minutes; one older than this is renewed before use.
+STALE_LINK = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Results:
+    urls: tuple[str, ...]
+    kind: str  # image, video or audio: what the files must be
+    reported_at: float  # when the provider handed out these links (unix time)
 
 
 def result_key(task_id: str, n: int, ext: str) -> str:
@@ -69,7 +80,8 @@ class Mirror:
         downloader: Downloader,
         ingestor: Ingestor,
         supervisor: Supervisor,
-        settings: Settings,
+        enabled: bool = True,
+        fresh_url: Callable[[str], Awaitable[str | None]] | None = None,
         attempts: int = 4,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -79,7 +91,9 @@ class Mirror:
         self.downloader = downloader
         self.ingestor = ingestor
         self.supervisor = supervisor
-        self.enabled = settings.mirror
+        self.enabled = enabled
+        # The provider's "give me a new link" (KIE's download-url), when it has one.
+        self.fresh_url = fresh_url
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -102,7 +116,7 @@ class Mirror:
             and after.provider_result_urls
             and after.provider_result_urls != before.provider_result_urls
         ):
-            self._start_job(after.task_id, after.provider_result_urls, self.attempts)
+            self._start_job(after, self.attempts)
         if after.terminal:
             self._request_metadata(after.task_id)
 
@@ -127,7 +141,7 @@ class Mirror:
             # Registered as the task's job, so a concurrent callback cannot start another;
             # shielded, so a cancelled caller does not abandon a half-done copy.
             try:
-                return await asyncio.shield(self._start_job(task_id, task.provider_result_urls, 1))
+                return await asyncio.shield(self._start_job(task, 1))
             except Exception as exc:
                 log.warning("mirror retry failed: %s", _reason(exc), extra={"task_id": task_id})
                 return False
@@ -149,16 +163,19 @@ class Mirror:
 
     # ------------------------------------------------------------------ copy job
 
-    def _start_job(self, task_id: str, urls: tuple[str, ...], attempts: int) -> asyncio.Task[bool]:
+    def _start_job(self, task: Task, attempts: int) -> asyncio.Task[bool]:
+        task_id = task.task_id
         running = self._jobs.get(task_id)
         if running is not None:
             return running
-        job = self.supervisor.spawn(self._mirror(task_id, urls, attempts), name=f"mirror-{task_id}")
+        # The provider's links date from its report, which is this version of the task.
+        results = _Results(task.provider_result_urls, task.kind, task.updated_at.timestamp())
+        job = self.supervisor.spawn(self._mirror(task_id, results, attempts), name=f"mirror-{task_id}")
         self._jobs[task_id] = job
         job.add_done_callback(lambda done: self._jobs.pop(task_id, None) if self._jobs.get(task_id) is done else None)
         return job
 
-    async def _mirror(self, task_id: str, urls: tuple[str, ...], attempts: int) -> bool:
+    async def _mirror(self, task_id: str, results: _Results, attempts: int) -> bool:
         # Hold the task's reconcile lease for as long as a copy may take: another
         # instance's reconciler then knows this copy is alive, and takes over only once
         # the lease runs out (this instance died).
@@ -166,14 +183,15 @@ class Mirror:
         with contextlib.suppress(RelayError):
             await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
         try:
-            return await self._mirror_holding_lease(task_id, urls, attempts)
+            return await self._mirror_holding_lease(task_id, results, attempts)
         finally:
             with contextlib.suppress(RelayError):
                 await self.ingestor.store.release(lease)
 
-    async def _mirror_holding_lease(self, task_id: str, urls: tuple[str, ...], attempts: int) -> bool:
+    async def _mirror_holding_lease(self, task_id: str, results: _Results, attempts: int) -> bool:
+        urls = results.urls
         try:
-            ours = await self._copy(task_id, urls, attempts)
+            ours = await self._copy(task_id, results, attempts)
         except Exception as exc:
             reason = _reason(exc)
             log.warning("mirroring gave up, keeping the provider's URLs: %s", reason, extra={"task_id": task_id})
@@ -204,13 +222,15 @@ class Mirror:
         log.info("mirrored %d result(s)", len(ours), extra={"task_id": task_id})
         return True
 
-    async def _copy(self, task_id: str, urls: tuple[str, ...], attempts: int) -> tuple[str, ...]:
+    async def _copy(self, task_id: str, results: _Results, attempts: int) -> tuple[str, ...]:
         ours: list[str] = []
+        urls = results.urls
+        stale = time.time() - results.reported_at > STALE_LINK
         for n, url in enumerate(urls):
             where = f"result {n + 1} of {len(urls)}"
             async with self._slots:
                 try:
-                    download: Download = await self._attempt(partial(self.downloader.fetch, url), attempts)
+                    download = await self._download(url, results.kind, attempts, refresh_first=stale)
                 except Exception as exc:
                     raise RelayError(f"could not download {where}: {_reason(exc)}") from exc
                 key = result_key(task_id, n, download.media.ext)
@@ -220,6 +240,21 @@ class Mirror:
                 except Exception as exc:
                     raise RelayError(f"could not store {where} as {key}: {_reason(exc)}") from exc
         return tuple(ours)
+
+    async def _download(self, url: str, kind: str, attempts: int, *, refresh_first: bool) -> Download:
+        """One result, through a fresh link when the provider's may have expired: first if
+        it is old, and again if the host says it is gone (403/404/410)."""
+        if refresh_first and self.fresh_url is not None:
+            url = await self.fresh_url(url) or url
+        try:
+            return await self._attempt(partial(self.downloader.fetch, url, kind), attempts)
+        except ResultGone:
+            fresh = await self.fresh_url(url) if self.fresh_url is not None else None
+            if fresh is None or fresh == url:
+                raise
+            log.info("the provider's link had expired; mirroring through a fresh one")
+            metrics.MIRROR.labels("fresh_link").inc()
+            return await self._attempt(partial(self.downloader.fetch, fresh, kind), attempts)
 
     async def _attempt(self, op: Callable[[], Awaitable[T]], attempts: int) -> T:
         """`op()`, retried with jittered exponential backoff while the failure is transient."""

@@ -122,6 +122,7 @@ class Task:
     created_at: datetime
     updated_at: datetime
     version: int = 1
+    kind: str = "image"  # what the model makes: image, video or audio
     provider_result_urls: tuple[str, ...] = ()
     result_urls: tuple[str, ...] = ()
     error: TaskError | None = None
@@ -145,6 +146,7 @@ class Task:
             "provider": self.provider,
             "model": self.model,
             "mode": self.mode.value,
+            "kind": self.kind,
             "status": self.status.value,
             "prompt": self.prompt,
             "imageUrls": list(self.image_urls),
@@ -185,6 +187,7 @@ class Task:
             provider=d["provider"],
             model=d["model"],
             mode=Mode(d["mode"]),
+            kind=d.get("kind", "image"),
             status=Status(d["status"]),
             prompt=d["prompt"],
             image_urls=tuple(d["imageUrls"]),

@@ -36,7 +36,7 @@ RUNNING: Final = ProviderState.RUNNING
 SUCCEEDED: Final = ProviderState.SUCCEEDED
 FAILED: Final = ProviderState.FAILED
 
-FAMILIES: Final = ("jobs", "4o", "flux", "veo", "mj", "runway", "suno")
+FAMILIES: Final = ("jobs", "4o", "flux", "veo", "veo-upscale", "mj", "runway", "aleph", "suno")
 
 # --- State tables ------------------------------------------------------------------------
 
@@ -423,13 +423,14 @@ def _is_veo(data: Json) -> bool:
     # Veo success: info.{resultUrls, originUrls, resolution} plus data.fallbackFlag;
     # Veo failure: data.{taskId, fallbackFlag}. 4o never sends these.
     info = _info(data)
-    return "fallbackFlag" in data or "originUrls" in info or "resolution" in info
+    return "fallbackFlag" in data or any(k in info for k in ("originUrls", "resolution", "imageUrls"))
 
 
 # Callback shapes, checked in order; the first match names the family. Order matters:
 # Flux and Veo both use `info`, so they go before the catch-all 4o `info` check.
 CALLBACK_SHAPES: Final[tuple[tuple[str, Callable[[Json], bool]], ...]] = (
     ("suno", lambda d: "callbackType" in d),
+    ("aleph", lambda d: "result_video_url" in d or "result_image_url" in d),
     ("jobs", lambda d: "state" in d or "resultJson" in d),
     ("runway", lambda d: any(k in d for k in ("video_url", "image_url", "video_id"))),
     ("flux", _is_flux),
@@ -524,12 +525,18 @@ def _mj_callback_urls(data: Json) -> tuple[str, ...]:
     return _urls(data.get("resultUrls"))
 
 
+def _aleph_callback_urls(data: Json) -> tuple[str, ...]:
+    # result_image_url is the cover frame, not the result (as with Runway).
+    return _urls(data.get("result_video_url"), data.get("resultVideoUrl"))
+
+
 DEDICATED_CALLBACKS: Final[Mapping[str, tuple[Callable[[Json], tuple[str, ...]], str]]] = {
     "4o": (_gpt4o_callback_urls, "data.info.result_urls"),
     "flux": (_flux_callback_urls, "data.info.resultImageUrl"),
     "veo": (_veo_callback_urls, "data.info.resultUrls"),
     "runway": (_runway_callback_urls, "data.video_url"),
     "mj": (_mj_callback_urls, "data.resultUrls"),
+    "aleph": (_aleph_callback_urls, "data.result_video_url"),
 }
 
 
@@ -557,6 +564,10 @@ def normalize_callback(payload: object) -> ProviderReport:
     body = _body(payload, "callback")
     task_id = _callback_task_id(body)
     env = _envelope(body)
+    if env.data is None and env.code is not None and env.code != 200:
+        # A failure with `data: null` (Runway Aleph refusing flagged input, §11): the id
+        # sits at the top level and the envelope is all there is to say.
+        return _failed(UNKNOWN_FAMILY, task_id, env.code, env.message)
     if not isinstance(env.data, dict):
         raise InvalidPayload("callback has no data object")
     data = env.data
@@ -648,6 +659,35 @@ def _runway_status(task_id: str, data: Json) -> ProviderReport:
     return ProviderReport(task_id, state, "runway")
 
 
+def _aleph_status(task_id: str, data: Json) -> ProviderReport:
+    """Aleph record-detail: `successFlag` like the other dedicated APIs, or a Runway-style
+    `state`; the video under `response`, or in Runway's `videoInfo`."""
+    if data.get("successFlag") not in (None, ""):
+        state = _flag_state(data)
+    else:
+        state = _named_state(RUNWAY_STATES, data.get("state"), "data.state")
+    if state is SUCCEEDED:
+        response = _object(data.get("response"), "data.response")
+        video = _object(data.get("videoInfo"), "data.videoInfo")
+        urls = _urls(
+            response.get("resultVideoUrl"), response.get("result_video_url"),
+            data.get("resultVideoUrl"), video.get("videoUrl"),
+        )
+        return _succeeded("aleph", task_id, urls, "data.response.resultVideoUrl")
+    if state is FAILED:
+        code = _as_int(data.get("errorCode")) if data.get("errorCode") is not None else _as_int(data.get("failCode"))
+        return _failed("aleph", task_id, code, _data_message(data))
+    return ProviderReport(task_id, state, "aleph")
+
+
+def _veo_upscale_status(task_id: str, data: Json) -> ProviderReport:
+    """Veo's get-1080p-video / get-4k-video: the link once the file is ready, null before."""
+    urls = _urls(data.get("resultUrl"), data.get("resultUrls"))
+    if urls:
+        return ProviderReport(task_id, SUCCEEDED, "veo-upscale", result_urls=urls)
+    return ProviderReport(task_id, RUNNING, "veo-upscale")
+
+
 def _suno_status(task_id: str, data: Json) -> ProviderReport:
     status = data.get("status")
     state = _named_state(SUNO_STATUSES, status, "data.status")
@@ -686,6 +726,8 @@ STATUS_PARSERS: Final[Mapping[str, Callable[[str, Json], ProviderReport]]] = {
     "veo": _veo_status,
     "mj": _mj_status,
     "runway": _runway_status,
+    "aleph": _aleph_status,
+    "veo-upscale": _veo_upscale_status,
     "suno": _suno_status,
 }
 
@@ -741,6 +783,10 @@ def normalize_status(payload: object, *, family: str, task_id: str) -> ProviderR
         return ProviderReport(task_id, PENDING, family)
     if env.code != 200:
         raise _query_error(env.code, env.message)
+    if env.data is None:
+        # §11: KIE answers `{"code":200,"msg":"success","data":null}` for an id it does not
+        # know (yet). Like "recordInfo is null", the caller bounds how long it believes it.
+        return ProviderReport(task_id, PENDING, family)
     if not isinstance(env.data, dict):
         raise InvalidPayload("status response has no data object")
     _check_same_task(body, env.data, task_id)

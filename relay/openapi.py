@@ -19,9 +19,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from relay.catalogue import KINDS, builtin
 from relay.http import JSONResponse
 from relay.settings import Settings
-from relay.tasks import RESERVED_OPTIONS
+from relay.tasks import MAX_IMAGE_URLS, MAX_PROMPT
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -29,18 +30,10 @@ API_VERSION = "0.1.0"
 Json = dict[str, Any]
 
 TASK_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
-MAX_PROMPT = 5000
-MAX_IMAGE_URLS = 10
 MAX_URL = 2048
 MAX_MODEL = 100
 MAX_IDEMPOTENCY_KEY = 255
 FILE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4", "video/webm")
-# One character that is not whitespace to Python (str.strip), written out because ECMA-262's
-# \s differs (it has U+FEFF, lacks U+001C..U+001F and U+0085).
-BLANK_FREE = (
-    "[^\\t\\n\\u000b\\f\\r \\u001c-\\u001f\\u0085\\u00a0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000]"
-)
 
 
 def _ref(kind: str, name: str) -> Json:
@@ -93,6 +86,7 @@ TASK_PROPERTIES: Json = {
     "provider": {"type": "string", "examples": ["kie"]},
     "model": {"type": "string", "examples": ["google/nano-banana"]},
     "mode": {"type": "string", "enum": ["text-to-image", "image-to-image"]},
+    "kind": {"type": "string", "enum": list(KINDS), "description": "What the model makes."},
     "status": {
         "type": "string",
         "enum": ["pending", "processing", "completed", "failed"],
@@ -200,16 +194,15 @@ CREATE_TASK_SCHEMA: Json = {
         "No imageUrls means text-to-image (default model google/nano-banana), otherwise "
         "image-to-image (default google/nano-banana-edit)."
     ),
-    "required": ["prompt"],
     "additionalProperties": False,
     "properties": {
         "prompt": {
             "type": "string",
-            "minLength": 1,
             "maxLength": MAX_PROMPT,
-            # Any character Python's str.strip() keeps: a blank prompt is refused.
-            "pattern": BLANK_FREE,
-            "description": "What to generate; must not be blank.",
+            "description": (
+                "What to generate. Required (and not blank) for most models; GET /api/models says "
+                "per model, with its own length limit."
+            ),
         },
         "imageUrls": {
             "type": "array",
@@ -217,14 +210,21 @@ CREATE_TASK_SCHEMA: Json = {
             "items": {"type": "string", "maxLength": MAX_URL, "pattern": "^https?://"},
             "description": "Reference images (http or https URLs), e.g. from POST /api/uploads.",
         },
-        "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL},
+        "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL, "enum": list(builtin().models)},
         "options": {
             "type": "object",
             "description": (
-                "Extra input fields passed to the provider as they are (at most 8192 bytes as JSON). "
-                "Fields Relay sets from the top-level ones are refused."
+                "The model's settings, each checked against GET /api/models (an unknown option or "
+                "value is a 400 naming it); at most 8192 bytes as JSON."
             ),
-            "propertyNames": {"not": {"enum": sorted(RESERVED_OPTIONS)}},
+        },
+        "parentTaskId": {
+            "type": "string",
+            "pattern": TASK_ID_PATTERN,
+            "description": (
+                "For extend / upscale models: the completed task to work on (send its token as "
+                "X-Parent-Token when RELAY_AUTH=token)."
+            ),
         },
     },
 }
@@ -232,9 +232,10 @@ CREATE_TASK_SCHEMA: Json = {
 CALLBACK_SCHEMA: Json = {
     "type": "object",
     "description": (
-        "A KIE callback in any of KIE's shapes (jobs, 4o, flux, veo, runway, mj, suno): the task "
-        "id is read from data.taskId, data.task_id, taskId or task_id; resultJson may be a JSON "
-        "string. A body that matches no known shape is refused with 400 invalid_payload."
+        "A KIE callback in any of KIE's shapes (jobs, 4o, flux, mj, veo, runway, aleph, suno): the "
+        "task id is read from data.taskId, data.task_id, taskId or task_id; resultJson may be a JSON "
+        "string. A JSON body that matches no known shape is answered 200 {\"status\": \"ignored\"} "
+        "(KIE would only retry it; the reconciler asks KIE instead) and changes nothing."
     ),
     "examples": [
         {
@@ -253,7 +254,10 @@ RECEIVED_SCHEMA: Json = {
     "type": "object",
     "required": ["status"],
     "additionalProperties": False,
-    "properties": {"status": {"const": "received"}},
+    "properties": {
+        "status": {"enum": ["received", "ignored"]},
+        "reason": {"type": "string", "description": "Why an ignored callback could not be read."},
+    },
 }
 
 UPLOAD_REQUEST_SCHEMA: Json = {
@@ -615,6 +619,23 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                 "responses": {
                     "200": _ok("The task.", _schema("Task")),
                     **_errors("400", "401", "404", "503"),
+                },
+            }
+        },
+        "/api/models": {
+            "get": {
+                "operationId": "listModels",
+                "summary": "The model catalogue: every model, its kind, prompt, reference images and options",
+                "tags": ["tasks"],
+                "responses": {
+                    "200": _ok(
+                        "The models.",
+                        {
+                            "type": "object",
+                            "required": ["models"],
+                            "properties": {"models": {"type": "array", "items": {"type": "object"}}},
+                        },
+                    ),
                 },
             }
         },

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from relay import auth
 from relay.backends.base import TaskStore
 from relay.callbacks import apply_parked
+from relay.catalogue import Catalogue
 from relay.errors import NotFound, RelayError
 from relay.ingest import Ingestor
 from relay.mirror import metadata_key
@@ -21,7 +22,10 @@ log = logging.getLogger("relay.recovery")
 
 
 class Recovery:
-    def __init__(self, store: TaskStore, storage: ObjectStorage, provider: Provider, ingestor: Ingestor):
+    def __init__(
+        self, store: TaskStore, storage: ObjectStorage, provider: Provider, ingestor: Ingestor, catalogue: Catalogue
+    ):
+        self.catalogue = catalogue
         self.store = store
         self.storage = storage
         self.provider = provider
@@ -78,6 +82,7 @@ class Recovery:
             provider=self.provider.name,
             model=info.model,
             mode=Mode.IMAGE_TO_IMAGE if info.image_urls else Mode.TEXT_TO_IMAGE,
+            kind=spec.kind if (spec := self.catalogue.models.get(info.model)) else "image",
             status=Status.PENDING,
             prompt=info.prompt,
             image_urls=info.image_urls,

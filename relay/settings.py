@@ -43,7 +43,9 @@ class Settings:
     result_hosts: tuple[str, ...] = DEFAULT_RESULT_HOSTS
     mirror: bool = True
     max_upload: int = 10 * 1024 * 1024
-    max_download: int = 100 * 1024 * 1024
+    max_download: int = 100 * 1024 * 1024  # videos, and the cap for every kind
+    max_image_download: int = 40 * 1024 * 1024
+    max_audio_download: int = 50 * 1024 * 1024
     public_url: str = "http://127.0.0.1:8000"
     provider: ProviderKind = "kie"
     kie_api_key: str = ""
@@ -103,6 +105,8 @@ class Settings:
             mirror=r.choice("RELAY_MIRROR", "on", ("on", "off")) == "on",
             max_upload=int(r.number("RELAY_MAX_UPLOAD", 10 * 1024 * 1024, low=1024)),
             max_download=int(r.number("RELAY_MAX_DOWNLOAD", 100 * 1024 * 1024, low=1024)),
+            max_image_download=int(r.number("RELAY_MAX_IMAGE_DOWNLOAD", 40 * 1024 * 1024, low=1024)),
+            max_audio_download=int(r.number("RELAY_MAX_AUDIO_DOWNLOAD", 50 * 1024 * 1024, low=1024)),
             public_url=r.url("RELAY_PUBLIC_URL", "", schemes=("http", "https")).rstrip("/"),
             provider=cast(ProviderKind, r.choice("RELAY_PROVIDER", "kie", ("kie", "sim"))),
             kie_api_key=r.text("KIE_API_KEY", ""),

@@ -14,7 +14,8 @@ from starlette.routing import Route
 from relay import auth, idempotency
 from relay.access import authorize_task, ensure_owner, identify
 from relay.callbacks import apply_parked
-from relay.errors import BadRequest, Forbidden, ProviderError, TaskNotFound
+from relay.catalogue import Catalogue
+from relay.errors import BadRequest, Conflict, Forbidden, ProviderError, TaskNotFound
 from relay.http import JSONResponse, bearer_token, parse_json, read_body
 from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Mode, Status, Task, utcnow
@@ -24,14 +25,11 @@ from relay.providers.base import CreateRequest
 log = logging.getLogger("relay.tasks")
 
 DEFAULT_MODELS = {Mode.TEXT_TO_IMAGE: "google/nano-banana", Mode.IMAGE_TO_IMAGE: "google/nano-banana-edit"}
-MAX_PROMPT = 5000
-MAX_IMAGE_URLS = 10
+# Outer bounds before the model's own limits (from the catalogue) are checked.
+MAX_PROMPT = 10000
+MAX_IMAGE_URLS = 16
 MAX_URL = 2048
 MAX_OPTIONS = 8192
-# Set by Relay from the top-level fields; an option must not quietly replace them.
-RESERVED_OPTIONS = frozenset(
-    {"prompt", "model", "callBackUrl", "image_urls", "filesUrl", "fileUrl", "inputImage", "input"}
-)
 
 
 def services(request: Request) -> Services:
@@ -46,23 +44,25 @@ class NewTask:
     mode: Mode
     image_urls: tuple[str, ...]
     options: dict[str, Any]
+    parent_task_id: str | None = None
 
     def fingerprint(self) -> bytes:
         return orjson.dumps(
-            [self.prompt, self.model, self.image_urls, self.options], option=orjson.OPT_SORT_KEYS
+            [self.prompt, self.model, self.image_urls, self.options, self.parent_task_id],
+            option=orjson.OPT_SORT_KEYS,
         )
 
 
-def parse_new_task(body: Any) -> NewTask:
+def parse_new_task(body: Any, catalogue: Catalogue) -> NewTask:
     """Strict validation of `POST /api/tasks`: every refusal says what to fix."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object like {\"prompt\": \"...\"}")
-    unknown = set(body) - {"prompt", "imageUrls", "model", "options"}
+    unknown = set(body) - {"prompt", "imageUrls", "model", "options", "parentTaskId"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise BadRequest("prompt is required and must be a non-empty string")
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise BadRequest("prompt must be a string")
     if len(prompt) > MAX_PROMPT:
         raise BadRequest(f"prompt is longer than {MAX_PROMPT} characters")
     urls = body.get("imageUrls", [])
@@ -80,16 +80,19 @@ def parse_new_task(body: Any) -> NewTask:
     options = body.get("options", {})
     if not isinstance(options, dict):
         raise BadRequest("options must be a JSON object of provider settings, e.g. {\"aspect_ratio\": \"16:9\"}")
-    reserved = RESERVED_OPTIONS & set(options)
-    if reserved:
-        raise BadRequest(f"options may not set {', '.join(sorted(reserved))}: use the top-level fields")
+    parent = body.get("parentTaskId")
+    if parent is not None and (not isinstance(parent, str) or not TASK_ID_RE.fullmatch(parent)):
+        raise BadRequest("parentTaskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
     try:
         # Also what the de-duplication fingerprint serializes: refuse what it cannot.
         if len(orjson.dumps(options)) > MAX_OPTIONS:
             raise BadRequest(f"options is larger than {MAX_OPTIONS} bytes")
     except orjson.JSONEncodeError:
         raise BadRequest("options is nested too deeply") from None
-    return NewTask(prompt.strip(), model.strip(), mode, tuple(urls), options)
+    model = model.strip()
+    # The model's own rules (prompt, reference images, options), before anyone is paid.
+    options = catalogue.get(model).check(prompt.strip(), tuple(urls), options, parent)
+    return NewTask(prompt.strip(), model, mode, tuple(urls), options, parent)
 
 
 def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
@@ -112,7 +115,11 @@ async def create_task(request: Request) -> JSONResponse:
     svc = services(request)
     caller = identify(svc.settings, request)
     await svc.create_limit.check(caller.key)
-    new = parse_new_task(parse_json(await read_body(request, svc.settings.max_body, svc.settings.read_timeout)))
+    new = parse_new_task(
+        parse_json(await read_body(request, svc.settings.max_body, svc.settings.read_timeout)), svc.catalogue
+    )
+    if new.parent_task_id is not None:
+        await _check_parent(svc, request, new)
     idem_header = request.headers.get("idempotency-key")
     if idem_header is not None and not 0 < len(idem_header) <= 255:
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
@@ -125,6 +132,14 @@ async def create_task(request: Request) -> JSONResponse:
     return JSONResponse({**task.public(), **links(request, svc, task_id)}, status_code=202, headers=headers)
 
 
+async def _check_parent(svc: Services, request: Request, new: NewTask) -> None:
+    """An extend or upscale works on a finished task of the same caller."""
+    assert new.parent_task_id is not None
+    parent = await read_task(svc, request, new.parent_task_id, token=request.headers.get("x-parent-token"))
+    if parent.status is not Status.COMPLETED:
+        raise Conflict(f"task {parent.task_id!r} is {parent.status.value}; only a completed task can be extended")
+
+
 async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
     """Create the task at the provider and store it (pending, version 1)."""
     callback_token = auth.callback_token(svc.settings.secret)
@@ -135,6 +150,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
             callback_url=f"{svc.settings.public_url}/api/callbacks/kie?token={callback_token}",
             image_urls=new.image_urls,
             options=new.options,
+            parent_task_id=new.parent_task_id,
         )
     )
     if not TASK_ID_RE.fullmatch(provider_task_id):
@@ -145,6 +161,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
         provider=svc.provider.name,
         model=new.model,
         mode=new.mode,
+        kind=svc.catalogue.get(new.model).kind,
         status=Status.PENDING,
         prompt=new.prompt,
         image_urls=new.image_urls,
@@ -159,10 +176,10 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
     return provider_task_id
 
 
-async def read_task(svc: Services, request: Request, task_id: str | None) -> Task:
+async def read_task(svc: Services, request: Request, task_id: str | None, *, token: str | None = None) -> Task:
     if not task_id or not TASK_ID_RE.fullmatch(task_id):
         raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
-    caller = authorize_task(svc.settings, request, task_id, bearer_token(request))
+    caller = authorize_task(svc.settings, request, task_id, token or bearer_token(request))
     task = await svc.recovery.load(task_id)
     if task is None:
         raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
@@ -218,6 +235,10 @@ async def list_tasks(request: Request) -> JSONResponse:
     return JSONResponse({"items": items, "nextCursor": page.next_cursor})
 
 
+async def list_models(request: Request) -> JSONResponse:
+    return JSONResponse({"models": services(request).catalogue.describe()})
+
+
 async def tasks_collection(request: Request) -> JSONResponse:
     # One route per path, so a 405 lists every method the path allows.
     return await (create_task(request) if request.method == "POST" else list_tasks(request))
@@ -227,4 +248,5 @@ routes = [
     Route("/api/tasks", tasks_collection, methods=["GET", "POST"]),
     Route("/api/tasks/{task_id}", get_task, methods=["GET"]),
     Route("/api/task-status", task_status, methods=["GET"]),
+    Route("/api/models", list_models, methods=["GET"]),
 ]

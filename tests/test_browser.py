@@ -540,7 +540,7 @@ def test_relay_js_watch_tasks_with_tokens(
 def test_image_to_image_with_upload(
     relay: Callable[..., AppProcess], sim: str, new_page: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from relay.providers.png import gradient_png
+    from relay.sim.png import gradient_png
 
     sim_config(sim, callback_delay=1)
     app = relay()
@@ -616,3 +616,30 @@ def test_relay_js_returns_to_the_stream_after_polling(
     assert len(streams) == 2, [r.url for r in streams]
     assert "lastEventId" not in streams[0].url and "lastEventId=0" in streams[1].url, [r.url for r in streams]
     assert stats["duplicates"] >= 1  # the re-sent newest state, dropped as already applied
+
+
+def test_page_offers_every_kind_and_plays_video_and_audio(
+    relay: Callable[..., AppProcess], sim: str, new_page: Callable[..., Any]
+) -> None:
+    sim_config(sim, callback_delay=1)
+    app = relay()
+    page = new_page()
+    page.goto(app.url)
+    page.wait_for_function("() => Number(document.getElementById('model').dataset.loaded || 0) > 10")
+    groups = page.eval_on_selector_all("#model optgroup", "gs => gs.map(g => g.label)")
+    assert groups == ["Images", "Video", "Music"]
+    for model, tag, count in (("veo3.1-fast", "video", 1), ("suno-v4.5", "audio", 2)):
+        page.select_option("#model", model)
+        generate(page, f"a {tag} of the sea")
+        wait_data(page, "#task", "status", "completed", timeout=20)
+        # The players load our stored copies, and the browser can really read them.
+        page.wait_for_function(
+            "([tag, n]) => { const els = [...document.querySelectorAll('#media ' + tag)];"
+            " return els.length === n && els.every(e => e.readyState >= 1 && e.duration > 0); }",
+            arg=[tag, count],
+            timeout=15_000,
+        )
+        sources = page.eval_on_selector_all(f"#media {tag}", "els => els.map(e => e.src)")
+        assert all("/files/generated/" in src for src in sources), sources
+        assert page.is_hidden("#image-link")
+    write_screenshot(page, "demo-audio.png")

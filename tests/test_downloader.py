@@ -18,8 +18,8 @@ from starlette.routing import Route
 from relay.downloader import Downloader, HostPolicy, address_refusal, system_resolver
 from relay.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable
 from relay.media import JPEG, PNG
-from relay.providers.png import gradient_png
 from relay.settings import DEFAULT_RESULT_HOSTS, Settings
+from relay.sim.png import gradient_png
 from tests.s3server import LocalServer
 from tests.servers import free_port
 
@@ -239,14 +239,14 @@ async def test_redirect_loop_and_chain_limit(env: Env) -> None:
 @pytest.mark.parametrize(
     ("path", "error", "message"),
     [
-        ("/html-as-png", BadRequest, r"is an HTML page, not a PNG.*served as 'image/png'"),
+        ("/html-as-png", BadRequest, r"is an HTML page, not one of .*PNG.*served as 'image/png'"),
         ("/image.svg", BadRequest, "SVG is never stored"),
         ("/svg-as-png", BadRequest, "SVG is never stored"),
         ("/text", BadRequest, "plain text"),
-        ("/missing", NotFound, "answered HTTP 404: the result has expired"),
+        ("/missing", NotFound, "answered HTTP 404: the link has expired"),
         ("/busy", ServiceUnavailable, "answered HTTP 503"),
         ("/gzipped", BadRequest, "gzip-encoded"),
-        ("/big", PayloadTooLarge, f"limit is {CAP}"),
+        ("/big", PayloadTooLarge, f"limit for a result is {CAP}"),
         ("/endless", PayloadTooLarge, f"larger than the {CAP}-byte limit"),
     ],
 )

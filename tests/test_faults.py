@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from relay import auth
 from relay.models import Mode, Status, Task, utcnow
-from relay.providers.png import gradient_png
+from relay.sim.png import gradient_png
 from tests.conftest import StartRelay
 from tests.deploy_nginx import LoadBalancer
 from tests.s3server import LocalServer

@@ -307,7 +307,7 @@ def test_random_callbacks(start_relay: StartRelay, sim: str, tmp_path: Path, hma
 def _signed(key: str | None, task_id: str) -> dict[str, str]:
     if key is None:
         return {}
-    from relay.providers.sim import webhook_signature
+    from relay.sim import webhook_signature
 
     now = int(time.time())
     return {"X-Webhook-Timestamp": str(now), "X-Webhook-Signature": webhook_signature(key, task_id, now)}

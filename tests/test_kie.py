@@ -133,10 +133,12 @@ async def test_out_of_credits(start_relay: StartRelay, sim: str, client: httpx.A
 
 async def test_invalid_field_is_named(start_relay: StartRelay, sim: str, client: httpx.AsyncClient) -> None:
     relay = start_relay()
+    # Refused by the model's catalogue entry, naming the field, before KIE is paid.
     response = await post_task(client, relay.url, model="google/nano-banana-edit")
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["code"] == "provider_rejected_input" and "image_urls" in error["message"]
+    assert error["code"] == "invalid_request" and "imageUrls" in error["message"]
+    assert (await client.get(f"{sim}/sim/tasks")).json()["tasks"] == []
 
 
 async def test_rate_limited_is_retried_then_503(start_relay: StartRelay, sim: str, client: httpx.AsyncClient) -> None:

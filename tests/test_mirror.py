@@ -27,8 +27,8 @@ from relay.downloader import Downloader
 from relay.ingest import Ingestor
 from relay.mirror import Mirror, metadata_key, result_key
 from relay.models import Mode, ProviderReport, ProviderState, Status, Task, utcnow
-from relay.providers.png import gradient_png
 from relay.settings import Settings
+from relay.sim.png import gradient_png
 from relay.storage import ObjectStorage
 from tests.s3server import (
     ACCESS_KEY,
@@ -162,7 +162,7 @@ async def make_rig(
     supervisor = Supervisor()
     downloader = Downloader(settings)
     mirror_ = Mirror(
-        storage=storage, downloader=downloader, ingestor=ingestor, supervisor=supervisor, settings=settings,
+        storage=storage, downloader=downloader, ingestor=ingestor, supervisor=supervisor, enabled=mirror,
         attempts=attempts, backoff=0.05, max_backoff=0.2,
     )
     if attach:

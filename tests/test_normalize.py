@@ -1086,7 +1086,6 @@ INVALID_STATUSES: list[tuple[str, object, str, str]] = [
     ("list-body", [], "jobs", "status response is not a JSON object (got list)"),
     ("html-bytes", b"<html>login</html>", "4o", "status response body is not JSON"),
     ("no-code", {"msg": "success", "data": {"state": "success"}}, "jobs", "no integer code"),
-    ("data-null", {"code": 200, "msg": "success", "data": None}, "jobs", "no data object"),
     ("data-string", {"code": 200, "data": "oops"}, "flux", "no data object"),
     (
         "task-mismatch",

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.providers.png import gradient_png
+from relay.sim.png import gradient_png
 from tests.deploy_nginx import LoadBalancer
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from tests.servers import HOST, AppProcess, RedisServer, relay_env

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.providers.png import PNG_SIGNATURE, encode_png, gradient_png, png_dimensions
-from relay.providers.sim import SimConfig, SimState, create_sim_app, webhook_signature
+from relay.sim import SimConfig, SimState, create_sim_app, webhook_signature
+from relay.sim.png import PNG_SIGNATURE, encode_png, gradient_png, png_dimensions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -234,22 +234,25 @@ async def test_jobs_create_record_callback_and_png(make_sim: MakeSim, receiver: 
     assert got.body["code"] == 200
     assert got.body["msg"] == "Playground task completed successfully."
     data = got.body["data"]
+    # The fields of a real jobs callback (tests/fixtures/kie/jobs-callback-success-real-z-image.json).
     assert set(data) == {
         "taskId", "model", "state", "param", "resultJson", "failCode", "failMsg", "costTime",
-        "completeTime", "createTime", "updateTime", "consumeCredits", "remainedCredits",
+        "completeTime", "createTime", "updateTime", "creditsConsumed",
     }  # fmt: skip
     assert data["taskId"] == task_id and data["model"] == "google/nano-banana-edit"
-    assert data["state"] == "success" and data["failCode"] == "" and data["failMsg"] == ""
-    assert orjson.loads(data["param"]) == body
+    assert data["state"] == "success" and data["failCode"] is None and data["failMsg"] is None
+    # Real `param`: JSON text whose `input` is JSON text again.
+    param = orjson.loads(data["param"])
+    assert orjson.loads(param.pop("input")) == body["input"] and param == {k: body[k] for k in ("model", "callBackUrl")}
     assert isinstance(data["resultJson"], str)
     urls = orjson.loads(data["resultJson"])["resultUrls"]
     assert urls == [f"{sim.url}/files/{task_id}/0.png"]
-    assert (data["consumeCredits"], data["remainedCredits"]) == (4, 9996)
+    assert data["creditsConsumed"] == 4 and isinstance(data["costTime"], int)
     assert data["createTime"] <= data["completeTime"] == data["updateTime"]
 
     record = await sim.record(JOBS_RECORD, task_id)
     assert record["code"] == 200 and record["msg"] == "success"
-    expected = {k: v for k, v in data.items() if k not in ("consumeCredits", "remainedCredits")}
+    expected = {k: v for k, v in data.items() if k not in ("creditsConsumed", "updateTime")}
     assert record["data"] == expected
 
     async with httpx.AsyncClient(trust_env=False) as anonymous:
@@ -303,7 +306,8 @@ async def test_flux_create_record_callback(make_sim: MakeSim, receiver: Receiver
     assert data["successFlag"] == 1
     assert data["response"] == {"originImageUrl": url, "resultImageUrl": url}
     assert orjson.loads(data["paramJson"]) == body
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["createTime"])
+    # ISO seconds, as in tests/fixtures/kie/flux-status-success-docs.json.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["createTime"])
 
 
 async def test_create_validation_and_record_errors(make_sim: MakeSim) -> None:
@@ -311,17 +315,13 @@ async def test_create_validation_and_record_errors(make_sim: MakeSim) -> None:
     cases: list[tuple[str, dict[str, Any], int, str]] = [
         (JOBS_CREATE, {"input": {"prompt": "x"}}, 422, "model is required"),
         (JOBS_CREATE, {"model": "", "input": {"prompt": "x"}}, 422, "model is required"),
+        # As recorded (tests/fixtures/kie/jobs-create-gpt-image-edit-apicity.json): code 500.
+        (JOBS_CREATE, {"model": "google/nano-banana", "input": {}}, 500, "This field is required"),
         (
             JOBS_CREATE,
-            {"model": "google/nano-banana", "input": {}},
-            422,
-            "input.prompt is required",
-        ),
-        (
-            JOBS_CREATE,
-            {"model": "google/nano-banana-edit", "input": {"prompt": "x"}},
-            422,
-            "input.image_urls is required",
+            {"model": "google/nano-banana-edit", "input": {"prompt": "x", "image_url": "https://x.test/a.png"}},
+            500,
+            "This field is required",
         ),
         (GPT4O_CREATE, {"prompt": "x"}, 422, "size is required"),
         (GPT4O_CREATE, {"size": "1:1"}, 422, "prompt or filesUrl is required"),
@@ -432,8 +432,8 @@ async def test_control_fail_jobs_shape_and_no_callback_url(
         "500",
         "Internal server error",
     )
-    assert (data["resultJson"], data["costTime"], data["consumeCredits"]) == ("", 0, 0)
-    assert data["remainedCredits"] == 9996  # a failed task is refunded
+    assert (data["resultJson"], data["creditsConsumed"]) == ("", 0)
+    assert (await sim.client.get("/api/v1/chat/credit")).json()["data"] == 9996  # refunded
 
     quiet = await sim.client.post(f"/sim/tasks/{silent_id}/complete")
     assert quiet.json() == {"delivered": False, "status": None}

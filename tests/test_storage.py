@@ -16,8 +16,8 @@ from relay.app import relay_error
 from relay.backends.files import FileStorage
 from relay.backends.s3 import S3Storage
 from relay.errors import BadRequest, NotFound, RelayError, ServiceUnavailable
-from relay.providers.png import gradient_png
 from relay.settings import Settings
+from relay.sim.png import gradient_png
 from relay.storage import FallbackStorage, ObjectStorage, check_key, files_mount, open_storage
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, LocalServer, MotoServer, moto_server
 

@@ -18,8 +18,8 @@ from relay.app import relay_error
 from relay.backends.memory import MemoryStore
 from relay.errors import RelayError
 from relay.limits import RateLimit
-from relay.providers.png import gradient_png
 from relay.settings import Settings
+from relay.sim.png import gradient_png
 from relay.storage import ObjectStorage, files_mount, open_storage
 from tests.s3server import LocalServer
 

@@ -17,6 +17,7 @@ class CreateRequest:
     callback_url: str
     image_urls: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    parent_task_id: str | None = None  # the task an extend / upscale model works on
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,5 +48,10 @@ class Provider(Protocol):
         ...
 
     async def credits(self) -> float: ...
+
+    async def fresh_url(self, url: str) -> str | None:
+        """A new link for one of the provider's result URLs whose link has expired (None
+        when the provider cannot give one)."""
+        ...
 
     async def aclose(self) -> None: ...

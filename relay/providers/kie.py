@@ -9,62 +9,37 @@ plain words what went wrong.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
 from relay import metrics
+from relay.catalogue import Catalogue, builtin
 from relay.errors import ProviderError
 from relay.models import ProviderReport
 from relay.normalize import normalize_status
 from relay.providers.base import CreateRequest, ProviderTask
+from relay.providers.kie_families import (
+    FAMILIES,
+    LOOKUP_ORDER,
+    create_body,
+    derived_id,
+    derived_query,
+    family_of,
+    recorded_request,
+)
 
 log = logging.getLogger("relay.kie")
 
-# family -> (create path, status path)
-FAMILIES: dict[str, tuple[str, str]] = {
-    "jobs": ("/api/v1/jobs/createTask", "/api/v1/jobs/recordInfo"),
-    "4o": ("/api/v1/gpt4o-image/generate", "/api/v1/gpt4o-image/record-info"),
-    "flux": ("/api/v1/flux/kontext/generate", "/api/v1/flux/kontext/record-info"),
-}
+DOWNLOAD_URL = "/api/v1/common/download-url"
 
 # Answers after which a create was certainly not accepted, so retrying cannot pay twice.
 RETRYABLE_CODES = frozenset({429, 455, 500, 502, 503, 504, 550})
-
-
-def family_of(model: str) -> str:
-    name = model.lower()
-    if name in ("gpt-4o-image", "gpt4o-image", "4o-image", "4o"):
-        return "4o"
-    if name.startswith("flux-kontext"):
-        return "flux"
-    return "jobs"
-
-
-def create_body(request: CreateRequest) -> dict[str, Any]:
-    """The create request in the shape the model's family expects."""
-    family = family_of(request.model)
-    opts = dict(request.options)
-    if family == "4o":
-        body: dict[str, Any] = {"prompt": request.prompt, "size": opts.pop("size", "1:1"), **opts}
-        if request.image_urls:
-            body["filesUrl"] = list(request.image_urls)
-    elif family == "flux":
-        body = {"prompt": request.prompt, "model": request.model, **opts}
-        if request.image_urls:
-            body["inputImage"] = request.image_urls[0]
-    else:
-        inputs: dict[str, Any] = {"prompt": request.prompt, **opts}
-        if request.image_urls:
-            inputs["image_urls"] = list(request.image_urls)
-        body = {"model": request.model, "input": inputs}
-    body["callBackUrl"] = request.callback_url
-    return body
 
 
 class KieClient:
@@ -78,7 +53,9 @@ class KieClient:
         timeout: float = 15.0,
         retry_budget: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        catalogue: Catalogue | None = None,
     ):
+        self._catalogue = catalogue or builtin()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -88,9 +65,17 @@ class KieClient:
         self._retry_budget = retry_budget
 
     async def create(self, request: CreateRequest) -> str:
-        path = FAMILIES[family_of(request.model)][0]
-        body = await self._call("POST", path, json=create_body(request), idempotent=False)
-        data = body.get("data")
+        spec = self._catalogue.get(request.model)
+        family = FAMILIES[spec.family]
+        body = create_body(spec, request)
+        if family.create_method == "GET":
+            answer = await self._call("GET", family.create, params=body, idempotent=False)
+        else:
+            answer = await self._call("POST", family.create, json=body, idempotent=False)
+        if family.derived and request.parent_task_id:
+            # No id of its own (1080p, 4K of an earlier video): named after its parent.
+            return derived_id(family, request)
+        data = answer.get("data")
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:
             raise ProviderError(
@@ -99,17 +84,42 @@ class KieClient:
         return task_id
 
     async def status(self, task_id: str, model: str) -> ProviderReport:
-        family = family_of(model)
-        body = await self._call("GET", FAMILIES[family][1], params={"taskId": task_id}, idempotent=True)
-        return normalize_status(body, family=family, task_id=task_id)
+        family = family_of(model, self._catalogue)
+        query = derived_query(family, task_id) if family.derived else {"taskId": task_id}
+        if family.status_method == "POST":
+            body = await self._call("POST", family.status, json=query, idempotent=True)
+        else:
+            body = await self._call("GET", family.status, params=query, idempotent=True)
+        report = normalize_status(body, family=family.shape, task_id=query["taskId"])
+        return dataclasses.replace(report, task_id=task_id)
 
     async def describe(self, task_id: str) -> ProviderTask | None:
         # Which family a lost task belonged to is unknown: ask each status endpoint.
-        for family, (_, path) in FAMILIES.items():
-            body = await self._call("GET", path, params={"taskId": task_id}, idempotent=True)
-            if isinstance(body.get("data"), dict):
-                return describe_record(body, family=family, task_id=task_id)
+        for name in LOOKUP_ORDER:
+            family = FAMILIES[name]
+            body = await self._call("GET", family.status, params={"taskId": task_id}, idempotent=True)
+            data = body.get("data")
+            if isinstance(data, dict):
+                recorded = recorded_request(data, family.shape, self._catalogue)
+                return ProviderTask(
+                    model=recorded.model,
+                    prompt=recorded.prompt,
+                    image_urls=recorded.image_urls,
+                    callback_url=recorded.callback_url,
+                    created_at=recorded.created_at,
+                    report=normalize_status(body, family=family.shape, task_id=task_id),
+                )
         return None
+
+    async def fresh_url(self, url: str) -> str | None:
+        """KIE's download-url: a new 20-minute link for a KIE result URL (422 for others)."""
+        try:
+            body = await self._call("POST", DOWNLOAD_URL, json={"url": url}, idempotent=True)
+        except ProviderError as exc:
+            log.info("KIE gave no fresh link: %s", exc.message)
+            return None
+        data = body.get("data")
+        return data if isinstance(data, str) and data.startswith(("https://", "http://")) else None
 
     async def credits(self) -> float:
         body = await self._call("GET", "/api/v1/chat/credit", idempotent=True)
@@ -166,32 +176,6 @@ class KieClient:
         return _check(response)
 
 
-def describe_record(body: dict[str, Any], *, family: str, task_id: str) -> ProviderTask:
-    """A status answer's copy of the create request (`param` / `paramJson`, a JSON string)
-    plus the task's state."""
-    data: dict[str, Any] = body["data"]
-    raw = data.get("param") or data.get("paramJson") or "{}"
-    try:
-        param = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-    except orjson.JSONDecodeError:
-        param = {}
-    if not isinstance(param, dict):
-        param = {}
-    inputs = param.get("input") if isinstance(param.get("input"), dict) else param
-    assert isinstance(inputs, dict)
-    urls = inputs.get("image_urls") or inputs.get("filesUrl") or ([inputs["inputImage"]] if inputs.get("inputImage") else [])
-    default_model = {"4o": "gpt-4o-image", "flux": "flux-kontext-pro"}.get(family, "")
-    created = data.get("createTime")
-    return ProviderTask(
-        model=str(param.get("model") or data.get("model") or default_model),
-        prompt=str(inputs.get("prompt") or ""),
-        image_urls=tuple(u for u in urls if isinstance(u, str)) if isinstance(urls, list) else (),
-        callback_url=param.get("callBackUrl") if isinstance(param.get("callBackUrl"), str) else None,
-        created_at=datetime.fromtimestamp(created / 1000, UTC) if isinstance(created, int | float) else None,
-        report=normalize_status(body, family=family, task_id=task_id),
-    )
-
-
 class _Retryable(Exception):
     def __init__(self, final: ProviderError, retry_after: float | None = None):
         super().__init__(final.message)
@@ -246,7 +230,10 @@ def _error_for(code: int, message: str, response: httpx.Response) -> Exception:
             f"the KIE account is out of credits (402): top it up at kie.ai. {said}",
             status=402, code="provider_out_of_credits", provider_code=code,
         )
-    if code in (400, 422):
+    if code in (400, 422) or (code == 500 and "required" in message.lower()):
+        # KIE answers a missing input field with code 500 "This field is required"
+        # (recorded: tests/fixtures/kie/jobs-create-gpt-image-edit-apicity.json): the
+        # request is wrong, and retrying it cannot help.
         return ProviderError(
             f"KIE rejected the request as invalid ({code}). {said}",
             status=400, code="provider_rejected_input", provider_code=code,

@@ -10,6 +10,7 @@
 import {
   createTask,
   isTerminal,
+  listModels,
   listTasks,
   newIdempotencyKey,
   upload,
@@ -22,7 +23,10 @@ const params = new URLSearchParams(window.location.search);
 const SSE = params.get("sse") !== "0";
 const PAGE_SIZE = 24;
 const DEFAULT_MODEL = { "text-to-image": "google/nano-banana", "image-to-image": "google/nano-banana-edit" };
+// The mode a model forces (it needs reference images, or takes none); filled from
+// GET /api/models, with the page's built-in choices until that answers.
 const MODEL_MODE = { "google/nano-banana": "text-to-image", "google/nano-banana-edit": "image-to-image" };
+const KIND_LABEL = { image: "Images", video: "Video", audio: "Music" };
 const STATUS_LABEL = { pending: "Pending", processing: "Processing", completed: "Completed", failed: "Failed" };
 const MODE_TEXT = {
   idle: "Ready",
@@ -147,6 +151,41 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
   radio.addEventListener("change", () => applyMode(currentMode()));
 }
 
+// The model list comes from the catalogue: every model a person can run from this form
+// (not the ones that extend an earlier task, nor those needing settings the form lacks).
+async function loadModels() {
+  let models;
+  try {
+    models = await listModels();
+  } catch {
+    return; // keep the built-in choices
+  }
+  const usable = models.filter(
+    (m) => !m.parentTask && !Object.values(m.options).some((o) => o.required) && m.prompt.required !== false,
+  );
+  const select = $("model");
+  const chosen = select.value;
+  select.replaceChildren();
+  for (const kind of ["image", "video", "audio"]) {
+    const group = document.createElement("optgroup");
+    group.label = KIND_LABEL[kind];
+    for (const m of usable.filter((x) => x.kind === kind)) {
+      const option = document.createElement("option");
+      option.value = m.id;
+      option.textContent = m.label;
+      option.dataset.kind = m.kind;
+      group.append(option);
+      const images = m.referenceImages;
+      if (!images || images.max === 0) MODEL_MODE[m.id] = "text-to-image";
+      else if (images.min > 0) MODEL_MODE[m.id] = "image-to-image";
+    }
+    if (group.children.length) select.append(group);
+  }
+  select.value = usable.some((m) => m.id === chosen) ? chosen : DEFAULT_MODEL[currentMode()];
+  select.dataset.loaded = String(usable.length);
+  applyMode(currentMode(), { fromModel: true });
+}
+
 $("model").addEventListener("change", () => {
   const mode = MODEL_MODE[$("model").value];
   if (mode && mode !== currentMode()) $(mode === "image-to-image" ? "mode-i2i" : "mode-t2i").checked = true;
@@ -266,7 +305,7 @@ function renderTask(task) {
   $("status").textContent = STATUS_LABEL[task.status] || task.status;
   $("status").className = `badge ${task.status}`;
   $("task-id").textContent = task.taskId;
-  $("task-model").textContent = `${task.model} · ${task.mode}`;
+  $("task-model").textContent = `${task.model} · ${task.kind && task.kind !== "image" ? task.kind : task.mode}`;
   $("version").textContent = String(task.version);
   const percent = progressOf(task);
   const bar = $("progress");
@@ -283,14 +322,17 @@ function renderTask(task) {
   }
   const url = task.status === "completed" && task.resultUrls && task.resultUrls[0];
   if (url) {
+    const kind = task.kind || "image";
     const img = $("image");
-    if (img.getAttribute("src") !== url) {
+    $("image-link").hidden = kind !== "image";
+    if (kind === "image" && img.getAttribute("src") !== url) {
       section.dataset.imageLoaded = "false";
       img.alt = `Generated image: ${task.prompt}`;
       img.src = url;
       $("image-link").href = url;
-      $("caption").textContent = task.prompt;
     }
+    $("caption").textContent = task.prompt;
+    renderMedia(task, kind);
     $("result").hidden = false;
   } else {
     $("result").hidden = true;
@@ -299,6 +341,37 @@ function renderTask(task) {
     clearInterval(current.timer);
     current.timer = null;
   }
+}
+
+// Video and audio get players; every result after the first image (Midjourney's four,
+// Suno's two tracks) is shown too, in order.
+function renderMedia(task, kind) {
+  const box = $("media");
+  const urls = kind === "image" ? task.resultUrls.slice(1) : task.resultUrls;
+  if (box.dataset.urls === urls.join(" ")) return;
+  box.dataset.urls = urls.join(" ");
+  box.replaceChildren();
+  urls.forEach((src, n) => {
+    let el;
+    if (kind === "video") {
+      el = document.createElement("video");
+      el.controls = true;
+      el.playsInline = true;
+      el.preload = "metadata";
+    } else if (kind === "audio") {
+      el = document.createElement("audio");
+      el.controls = true;
+      el.preload = "metadata";
+    } else {
+      el = document.createElement("img");
+      el.alt = `Generated image ${n + 2}: ${task.prompt}`;
+      el.loading = "lazy";
+    }
+    if (kind !== "image") el.setAttribute("aria-label", `${kind === "video" ? "Video" : "Track"} ${n + 1}: ${task.prompt}`);
+    el.className = `media-${kind}`;
+    el.src = src;
+    box.append(el);
+  });
 }
 
 $("image").addEventListener("load", () => {
@@ -389,20 +462,24 @@ const gallery = {
     const media = el.querySelector(".tile-media");
     const img = el.querySelector(".tile-img");
     const url = task.status === "completed" && task.resultUrls && task.resultUrls[0];
+    const kind = task.kind || "image";
     if (url) {
-      if (img.getAttribute("src") !== url) {
+      if (kind === "image" && img.getAttribute("src") !== url) {
         img.alt = task.prompt;
         img.src = url;
       }
-      img.hidden = false;
+      img.hidden = kind !== "image";
       media.href = url;
-      media.setAttribute("aria-label", `Open the image for: ${task.prompt}`);
-      el.querySelector(".tile-placeholder").hidden = true;
+      media.setAttribute("aria-label", `Open the ${kind === "audio" ? "track" : kind} for: ${task.prompt}`);
+      const placeholder = el.querySelector(".tile-placeholder");
+      placeholder.hidden = kind === "image";
+      placeholder.textContent = kind === "video" ? "▶ Video" : kind === "audio" ? "♪ Music" : "";
     } else {
       img.hidden = true;
       media.removeAttribute("href");
       media.removeAttribute("aria-label");
       el.querySelector(".tile-placeholder").hidden = false;
+      el.querySelector(".tile-placeholder").textContent = "";
     }
     const error = el.querySelector(".tile-error");
     showError(error, task.status === "failed" && task.error ? task.error.message : "");
@@ -527,6 +604,7 @@ window.addEventListener("pageshow", (event) => {
 });
 
 applyMode(currentMode());
+loadModels();
 updateIndicator();
 if (!SSE) $("footer-mode").textContent = "Streaming is off (?sse=0): polling only.";
 gallery.load();

@@ -2,6 +2,26 @@
 
 export type TaskStatus = "pending" | "processing" | "completed" | "failed";
 export type TaskMode = "text-to-image" | "image-to-image";
+export type ResultKind = "image" | "video" | "audio";
+
+/** One entry of `GET /api/models`. */
+export interface ModelInfo {
+  id: string;
+  provider: string;
+  family: string;
+  kind: ResultKind;
+  label: string;
+  prompt: { required: boolean; maxLength: number };
+  /** null: the model takes no reference images. */
+  referenceImages: { min: number; max: number; field: string } | null;
+  /** True for models that work on an earlier task (extend, 1080p, 4K): send parentTaskId. */
+  parentTask: boolean;
+  options: Record<string, { type: string; values?: unknown[]; min?: number; max?: number; required?: boolean }>;
+  defaults: Record<string, unknown>;
+  progress: boolean;
+  price: number;
+  source: string;
+}
 
 /** The task object, exactly as Relay sends it (HTTP answers and SSE events alike). */
 export interface Task {
@@ -9,6 +29,8 @@ export interface Task {
   provider: string;
   model: string;
   mode: TaskMode;
+  /** What the model makes. */
+  kind: ResultKind;
   status: TaskStatus;
   prompt: string;
   imageUrls: string[];
@@ -91,12 +113,16 @@ export interface CreateTaskInput {
   imageUrls?: string[];
   model?: string;
   options?: Record<string, unknown>;
+  /** For extend / 1080p / 4K models: the completed task to work on. */
+  parentTaskId?: string;
 }
 
 export function createTask(
   input: CreateTaskInput,
   options?: RequestOptions & { idempotencyKey?: string },
 ): Promise<CreatedTask>;
+
+export function listModels(options?: { baseUrl?: string; signal?: AbortSignal }): Promise<ModelInfo[]>;
 
 export function upload(file: Blob & { name?: string }, options?: RequestOptions): Promise<Upload>;
 

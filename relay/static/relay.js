@@ -152,14 +152,16 @@ export function newIdempotencyKey() {
  * With `idempotencyKey`, asking again with the same key returns the same task.
  */
 export async function createTask(input, options = {}) {
-  const { prompt, imageUrls, model, options: providerOptions } = input || {};
+  const { prompt = "", imageUrls, model, options: providerOptions, parentTaskId } = input || {};
   const { idempotencyKey, baseUrl = "", signal, headers = {} } = options;
-  if (typeof prompt !== "string" || !prompt.trim()) {
+  // Work on an earlier task (extend, 1080p, 4K) may need no prompt; Relay says per model.
+  if (typeof prompt !== "string" || (!prompt.trim() && !parentTaskId)) {
     throw new RelayError("write a prompt first", { status: 0, code: "invalid_input" });
   }
   const body = { prompt };
   if (imageUrls && imageUrls.length) body.imageUrls = Array.from(imageUrls);
   if (model) body.model = model;
+  if (parentTaskId) body.parentTaskId = parentTaskId;
   if (providerOptions && Object.keys(providerOptions).length) body.options = providerOptions;
   const sendHeaders = { "Content-Type": "application/json", Accept: "application/json", ...headers };
   if (idempotencyKey) sendHeaders["Idempotency-Key"] = idempotencyKey;
@@ -185,6 +187,16 @@ export async function upload(file, options = {}) {
     body: form,
     signal,
   });
+}
+
+/**
+ * GET /api/models: every model Relay can create, with its `kind` (image, video, audio),
+ * prompt rules, reference images and options. Resolves with the list.
+ */
+export async function listModels(options = {}) {
+  const { baseUrl = "", signal } = options;
+  const answer = await request(joinUrl(baseUrl, "/api/models"), { headers: { Accept: "application/json" }, signal });
+  return answer.models;
 }
 
 /** GET /api/tasks/{taskId}: the task object (the fallback status read). */
