@@ -135,5 +135,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={RelayError: relay_error, HTTPException: http_error, Exception: internal_error},
     )
+    # A wrong trailing slash gets a JSON 404, never a redirect a client might not follow
+    # (the callback routes answer with and without one).
+    app.router.redirect_slashes = False
     app.state.settings = settings
     return app

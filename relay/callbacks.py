@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.routing import Route
 
-from relay import auth, metrics
+from relay import auth, keys, metrics
 from relay.access import address_of
-from relay.errors import BadRequest, InvalidPayload, RelayError, Unauthorized
+from relay.errors import (
+    BadRequest,
+    InvalidPayload,
+    PayloadTooLarge,
+    RelayError,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from relay.http import JSONResponse, parse_json, read_body
 from relay.models import TASK_ID_RE, Task
 from relay.normalize import callback_task_id, normalize_callback
@@ -34,6 +41,14 @@ log = logging.getLogger("relay.callbacks")
 
 SIGNATURE_WINDOW = 300.0
 PARK_TTL = 900.0
+# Parking holds bodies for tasks nobody has stored yet, so it is what a holder of one
+# valid callback token could fill: a few small bodies per token, a bounded number
+# overall (at most PARK_MAX_BODY * PARK_MAX_ALL bytes). Genuine early callbacks are rare
+# (a callback beating its own create by milliseconds) and small; a refused one gets a
+# 503, and KIE's retry finds the task stored.
+PARK_MAX_BODY = 64 * 1024
+PARK_MAX_PER_TOKEN = 8
+PARK_MAX_ALL = 500
 RECEIVED = {"status": "received"}
 
 
@@ -106,6 +121,7 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     task = await svc.ingestor.current(report.task_id)
     if task is None:
         # The callback raced our create response; keep it for `apply_parked`.
+        await _park_budget(svc.store, token, len(raw))
         await svc.store.park_callback(report.task_id, token, raw, PARK_TTL)
         metrics.CALLBACKS.labels(report.family, "parked").inc()
         log.info("parked an early callback", extra={"task_id": report.task_id})
@@ -121,6 +137,16 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     changed = await svc.ingestor.report(report)
     metrics.CALLBACKS.labels(report.family, "applied" if changed else "unchanged").inc()
     return JSONResponse(RECEIVED)
+
+
+async def _park_budget(store: TaskStore, token: str, size: int) -> None:
+    retry = {"Retry-After": "5"}
+    if size > PARK_MAX_BODY:
+        raise PayloadTooLarge(f"a callback for a task not stored yet may be at most {PARK_MAX_BODY} bytes")
+    if await store.hit(keys.park_budget(auth.token_hash(token)), PARK_TTL) > PARK_MAX_PER_TOKEN:
+        raise ServiceUnavailable("too many callbacks for tasks not stored yet; retry", code="park_full", headers=retry)
+    if await store.hit(keys.park_budget("all"), PARK_TTL) > PARK_MAX_ALL:
+        raise ServiceUnavailable("too many callbacks for tasks not stored yet; retry", code="park_full", headers=retry)
 
 
 def shape_of(value: object, depth: int = 0) -> str:
@@ -152,7 +178,8 @@ async def apply_parked(store: TaskStore, ingestor: Ingestor, task: Task) -> Task
     return newest
 
 
+# With and without a trailing slash: KIE counts a redirect as a failed delivery.
 routes = [
-    Route("/api/callbacks/kie", kie_callback, methods=["POST"]),
-    Route("/api/callback", kie_callback, methods=["POST"]),
+    Route(path, kie_callback, methods=["POST"])
+    for path in ("/api/callbacks/kie", "/api/callbacks/kie/", "/api/callback", "/api/callback/")
 ]

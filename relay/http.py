@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from relay.errors import BadRequest, PayloadTooLarge, RequestTimeout
@@ -38,6 +38,10 @@ async def read_body(request: Request, limit: int, deadline: float = 10.0) -> byt
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {deadline:g} s") from None
+    except ClientDisconnect:
+        # The client hung up (or sent a broken chunk) mid-body: its request, not our fault,
+        # and nobody is left to read the answer.
+        raise BadRequest("the request body ended before it was complete", code="request_incomplete") from None
     return b"".join(chunks)
 
 

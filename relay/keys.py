@@ -19,6 +19,12 @@ def early_callbacks(task_id: str) -> str:
     return f"{PREFIX}:early:{task_id}"
 
 
+def park_budget(scope: str) -> str:
+    """How many callbacks were parked lately: per callback token (`scope` is its hash),
+    or `all`."""
+    return f"{PREFIX}:parked:{scope}"
+
+
 def idempotency(digest: str) -> str:
     """The first task created for one caller's Idempotency-Key (or identical request)."""
     return f"{PREFIX}:idem:{digest}"

@@ -20,6 +20,16 @@ log = logging.getLogger("relay.http")
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# A path segment shaped like one of our tokens (`<expiry|nonce>.<signature>`) or a JWT:
+# someone put a secret in the path, and the log must not keep it.
+_TOKEN_LIKE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]{16,})+$")
+
+
+def loggable_path(path: str) -> str:
+    """The path for the request log, with anything token-shaped blanked out."""
+    if "." not in path:
+        return path
+    return "/".join("[token]" if _TOKEN_LIKE.match(part) else part for part in path.split("/"))
 
 # The demo page loads only its own scripts and styles; result images, videos and audio
 # may come from any https host (the provider's, a CDN) until mirrored.
@@ -71,13 +81,14 @@ class RequestContext:
             elapsed = (time.perf_counter() - started) * 1000
             route = _route_of(scope)
             metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            path = loggable_path(scope["path"])
             log.info(
                 "%s %s %d %.1fms",
                 scope["method"],
-                scope["path"],
+                path,
                 status,
                 elapsed,
-                extra={"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": round(elapsed, 2)},
+                extra={"method": scope["method"], "path": path, "status": status, "duration_ms": round(elapsed, 2)},
             )
             request_id.reset(token)
 

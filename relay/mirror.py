@@ -36,8 +36,9 @@ log = logging.getLogger("relay.mirror")
 
 T = TypeVar("T")
 
-# Longer than any copy takes (downloads are capped at 120 s each, with retries).
-COPY_LEASE = 600.0
+# A running copy renews its task's lease every third of this: an instance that dies
+# frees its copies for another instance within this many seconds.
+COPY_LEASE = 15.0
 
 # Ids kept for the reconciler's later pass; beyond this the oldest are dropped (and
 # logged), so a long storage outage cannot grow memory without bound.
@@ -176,17 +177,36 @@ class Mirror:
         return job
 
     async def _mirror(self, task_id: str, results: _Results, attempts: int) -> bool:
-        # Hold the task's reconcile lease for as long as a copy may take: another
-        # instance's reconciler then knows this copy is alive, and takes over only once
-        # the lease runs out (this instance died).
-        lease = keys.lease(task_id)
-        with contextlib.suppress(RelayError):
-            await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
-        try:
-            return await self._mirror_holding_lease(task_id, results, attempts)
-        finally:
+        # One copy slot per task (its files are held in memory one at a time). The task's
+        # reconcile lease is taken only once the copy starts, and kept short and renewed
+        # while it runs: another instance's reconciler then knows this copy is alive, and
+        # takes over within COPY_LEASE seconds of this instance dying.
+        async with self._slots:
+            lease = keys.lease(task_id)
             with contextlib.suppress(RelayError):
-                await self.ingestor.store.release(lease)
+                await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
+            heartbeat = asyncio.create_task(self._renew(lease), name=f"mirror-lease-{task_id}")
+            try:
+                current = await self.ingestor.store.get(task_id)
+                if current is None or not self._needs_copy(current):
+                    # Another instance copied it while this job waited for a slot.
+                    self._resolve(task_id, COPY)
+                    return True
+                return await self._mirror_holding_lease(task_id, results, attempts)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+                with contextlib.suppress(RelayError):
+                    await self.ingestor.store.release(lease)
+
+    async def _renew(self, lease: str) -> None:
+        while True:
+            await asyncio.sleep(COPY_LEASE / 3)
+            try:
+                await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
+            except RelayError as exc:
+                log.warning("could not renew a mirror lease: %s", exc.message)
 
     async def _mirror_holding_lease(self, task_id: str, results: _Results, attempts: int) -> bool:
         urls = results.urls
@@ -228,17 +248,16 @@ class Mirror:
         stale = time.time() - results.reported_at > STALE_LINK
         for n, url in enumerate(urls):
             where = f"result {n + 1} of {len(urls)}"
-            async with self._slots:
-                try:
-                    download = await self._download(url, results.kind, attempts, refresh_first=stale)
-                except Exception as exc:
-                    raise RelayError(f"could not download {where}: {_reason(exc)}") from exc
-                key = result_key(task_id, n, download.media.ext)
-                store = partial(self.storage.put, key, download.data, download.media.content_type)
-                try:
-                    ours.append(await self._attempt(store, attempts))
-                except Exception as exc:
-                    raise RelayError(f"could not store {where} as {key}: {_reason(exc)}") from exc
+            try:
+                download = await self._download(url, results.kind, attempts, refresh_first=stale)
+            except Exception as exc:
+                raise RelayError(f"could not download {where}: {_reason(exc)}") from exc
+            key = result_key(task_id, n, download.media.ext)
+            store = partial(self.storage.put, key, download.data, download.media.content_type)
+            try:
+                ours.append(await self._attempt(store, attempts))
+            except Exception as exc:
+                raise RelayError(f"could not store {where} as {key}: {_reason(exc)}") from exc
         return tuple(ours)
 
     async def _download(self, url: str, kind: str, attempts: int, *, refresh_first: bool) -> Download:

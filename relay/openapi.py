@@ -703,6 +703,9 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
         },
         "/api/callbacks/kie": callback("kieCallback"),
         "/api/callback": callback("kieCallbackAlias"),
+        # The same with a trailing slash, answered in place: KIE counts a redirect as a failure.
+        "/api/callbacks/kie/": callback("kieCallbackSlash"),
+        "/api/callback/": callback("kieCallbackAliasSlash"),
         "/api/uploads": {
             "post": {
                 "operationId": "uploadImage",

@@ -96,8 +96,10 @@ class Reconciler:
             if task is None or task.terminal:
                 continue
             age = now - task.created_at.timestamp()
-            if await self.store.claim(keys.lease(task_id), self.poll_interval(age)) is not None:
+            held = await self.store.claim(keys.lease(task_id), self.poll_interval(age)) is not None
+            if held and age <= self.settings.task_deadline:
                 continue  # another instance (or an earlier pass) polled it this interval
+            # Past the deadline no lease holds the task back: it ends now, one way or the other.
             checked += 1
             try:
                 await self.check(task, age)

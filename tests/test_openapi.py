@@ -122,7 +122,7 @@ def test_every_route_is_documented() -> None:
         assert methods <= set(documented[path]), f"{path}: {methods - set(documented[path])} not documented"
     contract = {
         "/api/tasks", "/api/tasks/{taskId}", "/api/task-status", "/api/tasks/{taskId}/events", "/api/events",
-        "/api/callbacks/kie", "/api/callback", "/api/uploads", "/healthz", "/readyz", "/api/health",
+        "/api/callbacks/kie", "/api/callback", "/api/callbacks/kie/", "/api/callback/", "/api/uploads", "/healthz", "/readyz", "/api/health",
         "/metrics", "/", "/openapi.json", "/files/{key}", "/api/models",
     }
     assert set(documented) == contract
@@ -310,7 +310,7 @@ def _routed(operation: Any, relay_url: str) -> bool:
     return httpx.post(f"{relay_url}/api/uploads", timeout=5).status_code != 404
 
 
-CALLBACK_PATHS = ("/api/callbacks/kie", "/api/callback")
+CALLBACK_PATHS = ("/api/callbacks/kie", "/api/callback", "/api/callbacks/kie/", "/api/callback/")
 EXAMPLES_PER_OPERATION = 20
 
 

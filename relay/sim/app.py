@@ -4,6 +4,7 @@ the production code path."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -234,6 +235,8 @@ async def _file(request: Request) -> Response:
         # What an expired R2 presigned link answers (KIE's result links end after a while).
         return Response(b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
                         403, media_type="application/xml")
+    if state.config.file_delay > 0:
+        await asyncio.sleep(state.config.file_delay)  # a slow result host, on purpose
     data, content_type = result_file(task.kind, f"{task.prompt}#{index}")
     return Response(data, media_type=content_type, headers={"cache-control": "public, max-age=86400"})
 

@@ -67,6 +67,7 @@ _JSON_PARSERS: Mapping[str, Callable[[str, object], object]] = {
     "images_per_task": _integer,
     "public_url": _optional_string,
     "link_ttl": _number,
+    "file_delay": _number,
     "seed": _optional_integer,
 }
 
@@ -138,6 +139,7 @@ _VALUE_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("--credits", _non_negative_int_arg, "starting credit balance (default: %(default)s)"),
     ("--images-per-task", _positive_int_arg, "result images per task (default: %(default)s)"),
     ("--public-url", str, "base URL of result files (default: the URL the client used)"),
+    ("--file-delay", _non_negative_float_arg, "seconds before a result file is served (a slow host)"),
     (
         "--link-ttl",
         _non_negative_float_arg,
@@ -166,6 +168,7 @@ class SimConfig:
     images_per_task: int = 1  # result images per jobs / 4o task (Flux always has one)
     public_url: str | None = None  # base of result URLs; None = the URL the client used
     link_ttl: float = 0.0  # result links expire this long after the task finished; 0 = never
+    file_delay: float = 0.0  # a slow result host: seconds before a file is served
     seed: int | None = None  # seeds the random quirks, for reproducible runs
 
     def __post_init__(self) -> None:
@@ -182,8 +185,9 @@ class SimConfig:
         for name in ("duplicate_callbacks", "rate_limit_burst", "credits"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
-        if not (math.isfinite(self.link_ttl) and self.link_ttl >= 0):
-            problems.append("link_ttl must be a non-negative number")
+        for name in ("link_ttl", "file_delay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                problems.append(f"{name} must be a non-negative number")
         if not (math.isfinite(self.record_null_seconds) and self.record_null_seconds >= 0):
             problems.append("record_null_seconds must be a non-negative number")
         if not 1 <= self.images_per_task <= MAX_IMAGES_PER_TASK:
