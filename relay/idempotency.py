@@ -3,23 +3,41 @@ returns the first task made with it for 24 h, and an identical request from the 
 caller within a few seconds (a double click) returns the task the first one made.
 
 The first request claims a key in the store (SET NX); concurrent duplicates wait for the
-claim to settle into a task id instead of calling the provider themselves.
+claim to settle into a task id instead of calling the provider themselves. A claim that
+is never settled (its request failed, or its instance died) expires within CLAIM_TTL, so
+it never blocks a retry for long. Once the provider has accepted a task it is paid for:
+if storing it fails (the store went down), a background job keeps storing it and
+settling the key until the store is back, so a retry with the same key gets that task
+instead of paying for another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from relay import keys
 from relay.backends.base import TaskStore
-from relay.errors import ServiceUnavailable
+from relay.background import Supervisor
+from relay.errors import RelayError, ServiceUnavailable
+
+log = logging.getLogger("relay.idempotency")
 
 KEY_TTL = 24 * 3600.0
 DOUBLE_CLICK_TTL = 5.0
+# An unsettled claim: longer than a provider create takes (its timeout plus retries),
+# short enough that a claim whose request died does not hold its key for long.
+CLAIM_TTL = 60.0
 # How long a duplicate waits for the first request's provider call before giving up.
 WAIT_FOR_FIRST = 20.0
+# How long a paid-for task whose storing failed is retried in the background.
+SETTLE_FOR = 600.0
+
+Step = Callable[[], Awaitable[None]]
 
 
 def claim_key(caller: str, idempotency_key: str | None, fingerprint: bytes) -> tuple[str, float]:
@@ -32,17 +50,64 @@ def claim_key(caller: str, idempotency_key: str | None, fingerprint: bytes) -> t
     return keys.idempotency(h.hexdigest()), DOUBLE_CLICK_TTL
 
 
-async def once(store: TaskStore, key: str, ttl: float, create: Callable[[], Awaitable[str]]) -> tuple[str, bool]:
-    """Run `create` (returning a task id) at most once per key. Returns the task id and
-    whether this call created it."""
-    holder = await store.claim(key, ttl)
+class Settler:
+    """Finishes, in the background, creations the provider accepted but the store did not
+    take: retried until the store is back (or SETTLE_FOR passes, which is logged as an
+    error: a paid task nobody can see)."""
+
+    def __init__(self, supervisor: Supervisor, *, give_up_after: float = SETTLE_FOR):
+        self.supervisor = supervisor
+        self.give_up_after = give_up_after
+
+    def defer(self, task_id: str, step: Step) -> None:
+        self.supervisor.spawn(self._until_done(task_id, step), name=f"settle-{task_id}")
+
+    async def _until_done(self, task_id: str, step: Step) -> None:
+        deadline = time.monotonic() + self.give_up_after
+        delay = 0.1
+        while True:
+            try:
+                await step()
+            except RelayError as exc:
+                if time.monotonic() >= deadline:
+                    log.error("gave up storing a task the provider accepted: %s", exc.message, extra={"task_id": task_id})
+                    return
+                # A real backoff while the store is away, not synchronisation.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            log.info("stored a task the provider accepted while the store was away", extra={"task_id": task_id})
+            return
+
+
+async def once(
+    store: TaskStore,
+    key: str,
+    ttl: float,
+    begin: Callable[[], Awaitable[tuple[str, Step]]],
+    settler: Settler,
+) -> tuple[str, bool]:
+    """Create at most once per key. `begin` pays the provider and returns the new task's
+    id and the step that stores it. Returns the task id and whether this call created it."""
+    holder = await store.claim(key, CLAIM_TTL)
     if holder is None:
         try:
-            task_id = await create()
+            task_id, store_task = await begin()
         except BaseException:
-            await store.release(key)  # a failed create must not block a retry
+            with contextlib.suppress(RelayError):
+                await store.release(key)  # a failed create must not block a retry
             raise
-        await store.settle(key, task_id, ttl)
+
+        async def finish() -> None:
+            await store_task()
+            await store.settle(key, task_id, ttl)
+
+        try:
+            await finish()
+        except RelayError:
+            # Paid for, but not stored: never let it be orphaned, and never pay again.
+            settler.defer(task_id, finish)
+            raise
         return task_id, True
     if holder:
         return holder, False

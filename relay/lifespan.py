@@ -17,6 +17,7 @@ from relay.backends.memory import MemoryHub, MemoryStore
 from relay.background import Supervisor
 from relay.catalogue import Catalogue, builtin
 from relay.downloader import Downloader
+from relay.idempotency import Settler
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
 from relay.mirror import Mirror
@@ -42,6 +43,7 @@ class Services:
     mirror: Mirror
     recovery: Recovery
     background: Supervisor
+    settler: Settler
     draining: asyncio.Event
     create_limit: RateLimit
     callback_limit: RateLimit
@@ -112,6 +114,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             mirror=mirror,
             recovery=Recovery(store, storage, provider, ingestor, catalogue),
             background=background,
+            settler=Settler(background),
             draining=asyncio.Event(),
             create_limit=RateLimit(store, "create", settings.rate_create),
             callback_limit=RateLimit(store, "callback", settings.rate_callback),

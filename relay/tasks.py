@@ -124,7 +124,9 @@ async def create_task(request: Request) -> JSONResponse:
     if idem_header is not None and not 0 < len(idem_header) <= 255:
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
     key, ttl = idempotency.claim_key(caller.key, idem_header, new.fingerprint())
-    task_id, created = await idempotency.once(svc.store, key, ttl, lambda: start_task(svc, new, caller.user))
+    task_id, created = await idempotency.once(
+        svc.store, key, ttl, lambda: start_task(svc, new, caller.user), svc.settler
+    )
     task = await svc.store.get(task_id)
     if task is None:
         raise TaskNotFound(f"task {task_id!r} from an earlier identical request has expired")
@@ -140,8 +142,9 @@ async def _check_parent(svc: Services, request: Request, new: NewTask) -> None:
         raise Conflict(f"task {parent.task_id!r} is {parent.status.value}; only a completed task can be extended")
 
 
-async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
-    """Create the task at the provider and store it (pending, version 1)."""
+async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[str, idempotency.Step]:
+    """Create the task at the provider; return its id and the step that stores it
+    (pending, version 1), which the caller runs (and keeps running if the store is away)."""
     callback_token = auth.callback_token(svc.settings.secret)
     provider_task_id = await svc.provider.create(
         CreateRequest(
@@ -170,10 +173,13 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> str:
         callback_hash=auth.token_hash(callback_token),
         owner=owner,
     )
-    await svc.ingestor.create(task)
-    # A callback may have beaten us here (KIE can be faster than our store write).
-    await apply_parked(svc.store, svc.ingestor, task)
-    return provider_task_id
+
+    async def store_task() -> None:
+        await svc.ingestor.create(task)  # a no-op when an earlier attempt stored it
+        # A callback may have beaten us here (KIE can be faster than our store write).
+        await apply_parked(svc.store, svc.ingestor, task)
+
+    return provider_task_id, store_task
 
 
 async def read_task(svc: Services, request: Request, task_id: str | None, *, token: str | None = None) -> Task:

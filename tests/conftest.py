@@ -55,7 +55,7 @@ def sim(sim_process: AppProcess) -> str:
         json={
             "callback_delay": None, "failure_rate": 0, "duplicate_callbacks": 0, "drop_callbacks": 0,
             "out_of_order": False, "html_error_rate": 0, "rate_limit_burst": 0, "record_null_seconds": 0,
-            "webhook_hmac_key": None,
+            "webhook_hmac_key": None, "link_ttl": 0, "file_delay": 0, "create_delay": 0,
         },
         timeout=5,
     ).raise_for_status()

@@ -57,10 +57,12 @@ def test_hung_up_and_broken_bodies_are_never_500s(start_relay: StartRelay, sim: 
     relay = start_relay(RELAY_STORAGE_URL=f"file://{tmp_path}/files", RELAY_RATE_CREATE="100000")
     token = "n0nce-n0nce-n0nce.not-a-real-signature-but-long"
     paths = ["/api/tasks", f"/api/callbacks/kie?token={token}", "/api/uploads"]
-    for _ in range(30):
+    sent = 0
+    while sent < 1000:
         for path in paths:
             for data in broken_requests(path):
                 send_raw(relay.port, data)
+                sent += 1
     # The server is still well, and nothing of the above counted as its own failure.
     assert httpx.get(f"{relay.url}/healthz", timeout=5).status_code == 200
     assert server_errors(relay) == 0
@@ -111,3 +113,36 @@ def test_parked_callbacks_are_bounded_per_token(start_relay: StartRelay, sim: st
     parked = sum(client.memory_usage(k) or 0 for k in client.scan_iter("relay:early:*"))
     client.close()
     assert parked < 64 * 1024, parked
+
+
+def test_the_shipped_proxy_bounds_header_size_and_time(start_relay: StartRelay, sim: str, tmp_path: Path) -> None:
+    """deploy/nginx.conf in front of Relay: an 8 MB header line is refused at the proxy,
+    and a sender trickling header lines is cut off within client_header_timeout."""
+    import time
+
+    from tests.deploy_nginx import LoadBalancer
+
+    relay = start_relay()
+    with LoadBalancer(tmp_path / "nginx", [relay.port]) as lb:
+        with socket.create_connection((HOST, lb.port), timeout=15) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (8 * 1024 * 1024) + b"\r\n\r\n")
+            answer = sock.recv(200)
+        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 494")), answer[:60]
+        started = time.monotonic()
+        with socket.create_connection((HOST, lb.port), timeout=30) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            closed = False
+            for n in range(25):  # one header line a second, never finishing
+                try:
+                    sock.sendall(f"X-Slow-{n}: 1\r\n".encode())
+                    sock.recv(1, socket.MSG_DONTWAIT)  # EOF or a 408: the proxy gave up on us
+                    closed = True
+                    break
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(1)  # the trickle itself: what the proxy must not wait for
+            assert closed, "the proxy kept a trickling sender"
+        assert time.monotonic() - started < 15

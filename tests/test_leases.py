@@ -12,7 +12,7 @@ import httpx
 from tests.conftest import StartRelay
 from tests.waiting import until
 
-TASKS = 20
+TASKS = 40
 DEADLINE = 20.0
 INTERVAL = 0.5
 

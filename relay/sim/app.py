@@ -113,6 +113,10 @@ def _create_handler(family: str) -> KieHandler:
         except Invalid as exc:
             return _kie(state, exc.code, exc.msg)
         state.credits -= shapes.CREDITS_PER_TASK
+        if state.config.create_delay > 0:
+            # Accepted (and paid for) now, answered later: a caller that dies meanwhile
+            # leaves a task it never heard of, as with the real service.
+            await asyncio.sleep(state.config.create_delay)
         state.recent_creates.append(now)
         if family == "jobs":  # real createTask answers (jobs-create-real-*.json) carry both
             return _kie(state, 200, "success", {"taskId": task.task_id, "recordId": task.task_id})

@@ -68,6 +68,7 @@ _JSON_PARSERS: Mapping[str, Callable[[str, object], object]] = {
     "public_url": _optional_string,
     "link_ttl": _number,
     "file_delay": _number,
+    "create_delay": _number,
     "seed": _optional_integer,
 }
 
@@ -140,6 +141,7 @@ _VALUE_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("--images-per-task", _positive_int_arg, "result images per task (default: %(default)s)"),
     ("--public-url", str, "base URL of result files (default: the URL the client used)"),
     ("--file-delay", _non_negative_float_arg, "seconds before a result file is served (a slow host)"),
+    ("--create-delay", _non_negative_float_arg, "seconds before a create is answered (a slow KIE)"),
     (
         "--link-ttl",
         _non_negative_float_arg,
@@ -169,6 +171,7 @@ class SimConfig:
     public_url: str | None = None  # base of result URLs; None = the URL the client used
     link_ttl: float = 0.0  # result links expire this long after the task finished; 0 = never
     file_delay: float = 0.0  # a slow result host: seconds before a file is served
+    create_delay: float = 0.0  # a slow KIE: seconds before a create is answered
     seed: int | None = None  # seeds the random quirks, for reproducible runs
 
     def __post_init__(self) -> None:
@@ -185,7 +188,7 @@ class SimConfig:
         for name in ("duplicate_callbacks", "rate_limit_burst", "credits"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
-        for name in ("link_ttl", "file_delay"):
+        for name in ("link_ttl", "file_delay", "create_delay"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 problems.append(f"{name} must be a non-negative number")
         if not (math.isfinite(self.record_null_seconds) and self.record_null_seconds >= 0):
