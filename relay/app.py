@@ -24,7 +24,7 @@ from relay.lifespan import Services, open_services
 from relay.logs import configure_logging
 from relay.middleware import JSONCORSMiddleware, RequestContext
 from relay.openapi import openapi_endpoint
-from relay.settings import Settings
+from relay.settings import Settings, mask_url
 from relay.storage import files_mount
 
 log = logging.getLogger("relay")
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
-            log.info("relay ready (store=%s, provider=%s)", settings.masked()["redis_url"], settings.kie_base_url)
+            log.info("relay ready (store=%s, provider=%s)", mask_url(settings.redis_url), settings.kie_base_url)
             yield
 
     routes = [

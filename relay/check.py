@@ -7,17 +7,20 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import httpx
 
 from relay.catalogue import builtin
-from relay.errors import RelayError
+from relay.downloader import Downloader
+from relay.errors import RelayError, ServiceUnavailable
 from relay.lifespan import open_backends, open_provider
 from relay.models import Mode, Status, Task, utcnow
-from relay.settings import Settings
+from relay.settings import Settings, mask_url
 from relay.storage import open_storage
 
 LinkCheck = Callable[[], Awaitable[str]]
@@ -31,14 +34,37 @@ class Verdict:
     seconds: float
 
 
-async def run_checks(settings: Settings, out: TextIO) -> bool:
+def topology(settings: Settings) -> str:
+    scheme = urlsplit(settings.redis_url).scheme
+    if scheme == "memory":
+        return "one process, embedded store and hub (memory://): fine for a demo, not for several instances"
+    return f"instances sharing one Redis ({mask_url(settings.redis_url)})"
+
+
+async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = ()) -> bool:
+    if problems:
+        print(f"Settings: {len(problems)} problem{'s' if len(problems) > 1 else ''} "
+              "(defaults used for the checks below):", file=out)
+        for line in problems:
+            print(f"  - {line}", file=out)
+        print(file=out)
     print("Configuration:", file=out)
     for name, value in settings.masked().items():
-        print(f"  {name:<24} {value}", file=out)
+        print(f"  {name:<30} {value}", file=out)
+    catalogue = builtin()
+    kinds = Counter(spec.kind for spec in catalogue.models.values())
+    print(f"\nTopology:  {topology(settings)}", file=out)
+    print(
+        f"Providers: kie at {settings.kie_base_url}"
+        f"{' (the built-in simulator)' if settings.provider == 'sim' else ''}; "
+        f"{len(catalogue.models)} models ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})",
+        file=out,
+    )
     print("\nLinks:", file=out)
     store, hub = open_backends(settings)
-    provider = open_provider(settings, builtin())
+    provider = open_provider(settings, catalogue)
     storage = open_storage(settings)
+    downloader = Downloader(settings)
     verdicts: list[Verdict] = []
     try:
 
@@ -50,7 +76,7 @@ async def run_checks(settings: Settings, out: TextIO) -> bool:
             if await store.peek(key) != "ok":
                 raise RuntimeError("wrote a key but read back something else")
             await store.release(key)
-            return f"read/write round trip on {settings.masked()['redis_url']}"
+            return f"read/write round trip on {mask_url(settings.redis_url)}"
 
         async def check_hub() -> str:
             await hub.start()
@@ -78,13 +104,47 @@ async def run_checks(settings: Settings, out: TextIO) -> bool:
             return f"write/read/delete round trip on {storage.label}"
 
         async def check_provider() -> str:
-            credits = await provider.credits()
+            try:
+                credits = await provider.credits()
+            except RelayError as exc:
+                if exc.code == "provider_unreachable":
+                    raise RuntimeError(f"{exc.message}: check KIE_BASE_URL={settings.kie_base_url}") from None
+                raise
             return f"API key accepted at {settings.kie_base_url}; {credits:g} credits left"
 
+        async def check_results() -> str:
+            # Mirroring downloads the provider's result files through the SSRF-safe
+            # downloader: its host must be allowed, and reachable by the same rules.
+            hosts = []
+            for url in provider.result_locations():
+                try:
+                    downloader.policy.check(httpx.URL(url))
+                except RelayError:
+                    raise RuntimeError(
+                        f"results from {url} would be refused: add its host to RELAY_RESULT_HOSTS "
+                        f"(now {','.join(settings.result_hosts)})"
+                    ) from None
+                try:
+                    await downloader.fetch(url)
+                except ServiceUnavailable as exc:
+                    raise RuntimeError(f"{url} is allowed but unreachable: {exc.message}") from None
+                except RelayError:
+                    pass  # it answered (a directory is no result file): reachable
+                hosts.append(str(httpx.URL(url).host))
+            return f"result files from {', '.join(hosts)} are allowed and reachable"
+
         async def check_public_url() -> str:
+            if not settings.public_url:
+                raise RuntimeError("RELAY_PUBLIC_URL is not set, so KIE has nowhere to send callbacks")
             url = f"{settings.public_url}/api/callbacks/kie"
-            async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
-                response = await client.post(url, json={})
+            try:
+                async with httpx.AsyncClient(timeout=5, follow_redirects=False) as client:
+                    response = await client.post(url, json={})
+            except httpx.HTTPError as exc:
+                raise RuntimeError(
+                    f"RELAY_PUBLIC_URL={settings.public_url}: {url} could not be reached "
+                    f"({type(exc).__name__}: {exc}); set it to the URL at which KIE reaches this service"
+                ) from None
             try:
                 code = response.json()["error"]["code"]
             except (ValueError, KeyError, TypeError):
@@ -98,6 +158,7 @@ async def run_checks(settings: Settings, out: TextIO) -> bool:
             ("hub", check_hub),
             ("storage", check_storage),
             ("provider", check_provider),
+            ("results", check_results),
             ("public url", check_public_url),
         ]
         for name, check in links:
@@ -106,7 +167,7 @@ async def run_checks(settings: Settings, out: TextIO) -> bool:
             mark = "ok    " if v.ok else "FAILED"
             print(f"  {mark} {name:<11} {v.detail} ({v.seconds * 1000:.0f} ms)", file=out)
     finally:
-        for close in (hub.aclose, store.aclose, provider.aclose, storage.aclose):
+        for close in (hub.aclose, store.aclose, provider.aclose, storage.aclose, downloader.aclose):
             with contextlib.suppress(Exception):  # closing a link that failed may fail too
                 await close()
     failed = [v.link for v in verdicts if not v.ok]
@@ -123,6 +184,8 @@ async def _run(name: str, check: LinkCheck) -> Verdict:
         detail, ok = exc.message, False
     except TimeoutError:
         detail, ok = "no answer within 15 s", False
+    except RuntimeError as exc:  # the checks' own words
+        detail, ok = str(exc), False
     except Exception as exc:
         detail, ok = f"{type(exc).__name__}: {exc}", False
     return Verdict(name, ok, detail, time.perf_counter() - started)

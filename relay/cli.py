@@ -47,21 +47,51 @@ def _uvicorn(app: object, host: str, port: int, **kwargs: object) -> None:
 
 
 def _settings() -> Settings | None:
-    """The environment's settings, or None after printing the one line that names the
-    problem."""
+    """The environment's settings, or None after printing every problem, one per line."""
     from relay.settings import Settings, SettingsError
 
     try:
         return Settings.from_env()
     except SettingsError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+        _print_problems(exc.problems)
         return None
+
+
+def _print_problems(problems: list[str]) -> None:
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    print(f"relay: the configuration has {count}:", file=sys.stderr)
+    for line in problems:
+        print(f"  - {line}", file=sys.stderr)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether `port` can be listened on, checked before anything claims to be ready."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _busy(host: str, port: int) -> bool:
+    if _port_free(host, port):
+        return False
+    print(
+        f"relay: port {port} on {host} is already in use (another Relay or program?); "
+        f"choose another with --port, e.g. --port {port + 1}",
+        file=sys.stderr,
+    )
+    return True
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from relay.app import create_app
 
     if (settings := _settings()) is None:
+        return 2
+    if _busy(args.host, args.port):
         return 2
     _uvicorn(
         create_app(settings), args.host, args.port, forwarded_allow_ips=",".join(settings.trusted_proxies)
@@ -73,12 +103,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     import asyncio
 
     from relay.check import run_checks
+    from relay.settings import Settings
 
-    if (settings := _settings()) is None:
-        return 2
+    # Every link that can still be tested is, whatever else is wrong.
+    settings, problems = Settings.read()
     # The report is the output; background retries of a broken link would only add noise.
     logging.basicConfig(level=logging.CRITICAL)
-    return 0 if asyncio.run(run_checks(settings, sys.stdout)) else 1
+    ok = asyncio.run(run_checks(settings, sys.stdout, problems))
+    return 2 if problems else (0 if ok else 1)
 
 
 def cmd_kie_sim(args: argparse.Namespace) -> int:
@@ -93,6 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from relay.app import create_app
     from relay.settings import Settings, SettingsError
 
+    if _busy(args.host, args.port):
+        return 2
     sim_port = free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "relay.cli", "kie-sim", "--port", str(sim_port),
@@ -108,11 +142,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             # The simulator serves its images over plain http on loopback: allow exactly it.
             "RELAY_RESULT_HOSTS": f"http://127.0.0.1:{sim_port}",
             "RELAY_STORAGE_URL": "file://./data/files",
+            # Ask the simulator how each task is doing every half second, so the page shows
+            # queued -> generating -> done (KIE's jobs API calls back only at the end).
+            "RELAY_RECONCILE_AFTER": "1",
+            "RELAY_RECONCILE_INTERVAL": "0.5",
         }
         try:
             settings = Settings.from_env(demo=True, overrides=demo_env).with_demo_secret()
         except SettingsError as exc:
-            print(f"relay: {exc}", file=sys.stderr)
+            _print_problems(exc.problems)
             return 2
         print(
             f"\n  Relay demo: open http://127.0.0.1:{args.port} in a browser"

@@ -632,8 +632,14 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                         "The models.",
                         {
                             "type": "object",
-                            "required": ["models"],
-                            "properties": {"models": {"type": "array", "items": {"type": "object"}}},
+                            "required": ["models", "simulated"],
+                            "properties": {
+                                "models": {"type": "array", "items": {"type": "object"}},
+                                "simulated": {
+                                    "type": "boolean",
+                                    "description": "True when results come from the built-in KIE simulator.",
+                                },
+                            },
                         },
                     ),
                 },

@@ -1,7 +1,8 @@
 """Configuration: one frozen `Settings`, built from the environment once, passed down.
 
-Nothing else in Relay reads `os.environ`. A missing or malformed value raises
-`SettingsError`, whose message is one line naming the variable.
+Nothing else in Relay reads `os.environ`. Every missing or malformed value is found in
+one pass: `SettingsError` lists them all, one line each, naming the variable and what a
+valid value looks like.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ DEFAULT_RESULT_HOSTS = ("*.aiquickdraw.com", "*.redpandaai.co", "*.kie.ai")
 
 
 class SettingsError(Exception):
-    """A configuration problem; `str()` is one line that names the variable."""
+    """Configuration problems: `problems` has one line per problem, each naming its
+    variable; `str()` is all of them, one per line."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -90,97 +96,174 @@ class Settings:
         demo: bool = False,
         overrides: Mapping[str, str] | None = None,
     ) -> Settings:
-        """`env` defaults to the process environment; `overrides` win over it."""
+        """`env` defaults to the process environment; `overrides` win over it. Raises
+        `SettingsError` listing every problem."""
+        settings, problems = cls.read(env, demo=demo, overrides=overrides)
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    @classmethod
+    def read(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        demo: bool = False,
+        overrides: Mapping[str, str] | None = None,
+    ) -> tuple[Settings, list[str]]:
+        """The settings with each bad value replaced by its default, and the problems:
+        what `relay check` needs to test every link it still can."""
         r = _Reader({**(os.environ if env is None else env), **(overrides or {})})
         settings = cls(
-            redis_url=r.url("RELAY_REDIS_URL", "memory://", schemes=("memory", "redis", "rediss")),
-            storage_url=r.url("RELAY_STORAGE_URL", "file://./data/files", schemes=("file", "s3")),
-            storage_public_url=r.opt_url("RELAY_STORAGE_PUBLIC_URL"),
-            storage_fallback_url=r.url("RELAY_STORAGE_FALLBACK_URL", "", schemes=("file", "s3")) or None,
-            s3_endpoint_url=r.opt_url("RELAY_S3_ENDPOINT_URL"),
-            s3_region=r.text("RELAY_S3_REGION", "us-east-1"),
-            s3_access_key_id=r.text("RELAY_S3_ACCESS_KEY_ID", "") or None,
-            s3_secret_access_key=r.text("RELAY_S3_SECRET_ACCESS_KEY", "") or None,
-            result_hosts=r.items("RELAY_RESULT_HOSTS") or DEFAULT_RESULT_HOSTS,
-            mirror=r.choice("RELAY_MIRROR", "on", ("on", "off")) == "on",
-            max_upload=int(r.number("RELAY_MAX_UPLOAD", 10 * 1024 * 1024, low=1024)),
-            max_download=int(r.number("RELAY_MAX_DOWNLOAD", 100 * 1024 * 1024, low=1024)),
-            max_image_download=int(r.number("RELAY_MAX_IMAGE_DOWNLOAD", 40 * 1024 * 1024, low=1024)),
-            max_audio_download=int(r.number("RELAY_MAX_AUDIO_DOWNLOAD", 50 * 1024 * 1024, low=1024)),
-            public_url=r.url("RELAY_PUBLIC_URL", "", schemes=("http", "https")).rstrip("/"),
-            provider=cast(ProviderKind, r.choice("RELAY_PROVIDER", "kie", ("kie", "sim"))),
-            kie_api_key=r.text("KIE_API_KEY", ""),
-            kie_base_url=r.url("KIE_BASE_URL", KIE_BASE_URL, schemes=("http", "https")).rstrip("/"),
-            kie_webhook_hmac_key=r.text("KIE_WEBHOOK_HMAC_KEY", "") or None,
-            secret=r.text("RELAY_SECRET", ""),
-            auth=cast(AuthMode, r.choice("RELAY_AUTH", "token", ("token", "jwt", "none"))),
-            jwt_secret=r.text("RELAY_JWT_SECRET", "") or None,
-            jwt_public_key=r.text("RELAY_JWT_PUBLIC_KEY", "").replace("\\n", "\n") or None,
-            jwt_audience=r.text("RELAY_JWT_AUDIENCE", "") or None,
-            jwt_issuer=r.text("RELAY_JWT_ISSUER", "") or None,
-            cors_origins=r.items("RELAY_CORS_ORIGINS"),
-            sse_ping=r.number("RELAY_SSE_PING", 15.0, low=0.05),
-            sse_send_timeout=r.number("RELAY_SSE_SEND_TIMEOUT", 30.0, low=0.1),
-            task_deadline=r.number("RELAY_TASK_DEADLINE", 900.0, low=1),
-            reconcile_after=r.number("RELAY_RECONCILE_AFTER", 60.0, low=0.1),
-            reconcile_interval=r.number("RELAY_RECONCILE_INTERVAL", 5.0, low=0.05),
-            reconcile_rate=r.number("RELAY_RECONCILE_RATE", 5.0, low=0.1),
-            kie_timeout=r.number("KIE_TIMEOUT", 15.0, low=0.1),
-            kie_retry_budget=r.number("KIE_RETRY_BUDGET", 8.0, low=0),
-            token_ttl=r.number("RELAY_TOKEN_TTL", 7 * 24 * 3600.0, low=1),
-            task_ttl=r.number("RELAY_TASK_TTL", 30 * 24 * 3600.0, low=60),
-            max_body=int(r.number("RELAY_MAX_BODY", 1024 * 1024, low=1024)),
-            read_timeout=r.number("RELAY_READ_TIMEOUT", 10.0, low=0.1),
-            rate_create=int(r.number("RELAY_RATE_CREATE", 30, low=1)),
-            rate_callback=int(r.number("RELAY_RATE_CALLBACK", 120, low=1)),
-            max_streams_per_client=int(r.number("RELAY_MAX_STREAMS_PER_CLIENT", 32, low=1)),
-            max_tasks_per_stream=int(r.number("RELAY_MAX_TASKS_PER_STREAM", 50, low=1)),
-            trusted_proxies=r.items("RELAY_TRUSTED_PROXIES") or ("127.0.0.1",),
-            redis_max_connections=int(r.number("RELAY_REDIS_MAX_CONNECTIONS", 200, low=2)),
-            log_format=cast(LogFormat, r.choice("RELAY_LOG_FORMAT", "console" if demo else "json", ("json", "console"))),
-            log_level=r.choice("RELAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            redis_url=r.url("redis_url", "memory://", schemes=("memory", "redis", "rediss")),
+            storage_url=r.url("storage_url", "file://./data/files", schemes=("file", "s3")),
+            storage_public_url=r.opt_url("storage_public_url"),
+            storage_fallback_url=r.url("storage_fallback_url", "", schemes=("file", "s3")) or None,
+            s3_endpoint_url=r.opt_url("s3_endpoint_url"),
+            s3_region=r.text("s3_region", "us-east-1"),
+            s3_access_key_id=r.text("s3_access_key_id", "") or None,
+            s3_secret_access_key=r.text("s3_secret_access_key", "") or None,
+            result_hosts=r.items("result_hosts") or DEFAULT_RESULT_HOSTS,
+            mirror=r.choice("mirror", "on", ("on", "off")) == "on",
+            max_upload=int(r.number("max_upload", 10 * 1024 * 1024, low=1024)),
+            max_download=int(r.number("max_download", 100 * 1024 * 1024, low=1024)),
+            max_image_download=int(r.number("max_image_download", 40 * 1024 * 1024, low=1024)),
+            max_audio_download=int(r.number("max_audio_download", 50 * 1024 * 1024, low=1024)),
+            public_url=r.url("public_url", "", schemes=("http", "https")).rstrip("/"),
+            provider=cast(ProviderKind, r.choice("provider", "kie", ("kie", "sim"))),
+            kie_api_key=r.text("kie_api_key", ""),
+            kie_base_url=r.url("kie_base_url", KIE_BASE_URL, schemes=("http", "https")).rstrip("/"),
+            kie_webhook_hmac_key=r.text("kie_webhook_hmac_key", "") or None,
+            secret=r.text("secret", ""),
+            auth=cast(AuthMode, r.choice("auth", "token", ("token", "jwt", "none"))),
+            jwt_secret=r.text("jwt_secret", "") or None,
+            jwt_public_key=r.text("jwt_public_key", "").replace("\\n", "\n") or None,
+            jwt_audience=r.text("jwt_audience", "") or None,
+            jwt_issuer=r.text("jwt_issuer", "") or None,
+            cors_origins=r.items("cors_origins"),
+            sse_ping=r.number("sse_ping", 15.0, low=0.05),
+            sse_send_timeout=r.number("sse_send_timeout", 30.0, low=0.1),
+            task_deadline=r.number("task_deadline", 900.0, low=1),
+            reconcile_after=r.number("reconcile_after", 60.0, low=0.1),
+            reconcile_interval=r.number("reconcile_interval", 5.0, low=0.05),
+            reconcile_rate=r.number("reconcile_rate", 5.0, low=0.1),
+            kie_timeout=r.number("kie_timeout", 15.0, low=0.1),
+            kie_retry_budget=r.number("kie_retry_budget", 8.0, low=0),
+            token_ttl=r.number("token_ttl", 7 * 24 * 3600.0, low=1),
+            task_ttl=r.number("task_ttl", 30 * 24 * 3600.0, low=60),
+            max_body=int(r.number("max_body", 1024 * 1024, low=1024)),
+            read_timeout=r.number("read_timeout", 10.0, low=0.1),
+            rate_create=int(r.number("rate_create", 30, low=1)),
+            rate_callback=int(r.number("rate_callback", 120, low=1)),
+            max_streams_per_client=int(r.number("max_streams_per_client", 32, low=1)),
+            max_tasks_per_stream=int(r.number("max_tasks_per_stream", 50, low=1)),
+            trusted_proxies=r.items("trusted_proxies") or ("127.0.0.1",),
+            redis_max_connections=int(r.number("redis_max_connections", 200, low=2)),
+            log_format=cast(LogFormat, r.choice("log_format", "console" if demo else "json", ("json", "console"))),
+            log_level=r.choice("log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             demo=demo,
         )
-        return settings.validated()
+        return settings, r.problems + settings.problems()
 
-    def validated(self) -> Settings:
-        """The checks that need several values at once. Raises `SettingsError`."""
+    def problems(self) -> list[str]:
+        """The checks that need several values at once, one line per problem."""
+        out = []
         if not self.public_url:
-            raise SettingsError(
-                "RELAY_PUBLIC_URL is required: the URL at which KIE can reach this service's callbacks"
+            out.append(
+                "RELAY_PUBLIC_URL is required: the https URL at which KIE reaches this service's "
+                "callbacks, e.g. https://relay.example.com"
             )
         if self.provider == "kie" and not self.kie_api_key:
-            raise SettingsError("KIE_API_KEY is required when RELAY_PROVIDER=kie")
+            out.append("KIE_API_KEY is required when RELAY_PROVIDER=kie: the key from https://kie.ai/api-key")
         if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key):
-            raise SettingsError("RELAY_JWT_SECRET or RELAY_JWT_PUBLIC_KEY is required when RELAY_AUTH=jwt")
+            out.append("RELAY_JWT_SECRET or RELAY_JWT_PUBLIC_KEY is required when RELAY_AUTH=jwt")
         if self.jwt_secret and len(self.jwt_secret) < 32:
-            raise SettingsError("RELAY_JWT_SECRET is too short: use at least 32 characters")
+            out.append("RELAY_JWT_SECRET is too short: use at least 32 characters")
         if "*" in self.cors_origins and len(self.cors_origins) > 1:
-            raise SettingsError("RELAY_CORS_ORIGINS: use either '*' alone or a list of origins")
+            out.append("RELAY_CORS_ORIGINS: use either '*' alone or a list of origins like https://app.example.com")
         if not self.secret:
             if not self.demo:
-                raise SettingsError(
-                    "RELAY_SECRET is required: at least 32 random characters that sign task and callback tokens"
+                out.append(
+                    "RELAY_SECRET is required: at least 32 random characters that sign task and callback "
+                    "tokens (e.g. the output of `openssl rand -base64 32`)"
                 )
         elif len(self.secret) < 32:
-            raise SettingsError("RELAY_SECRET is too short: use at least 32 random characters")
-        return self
+            out.append("RELAY_SECRET is too short: use at least 32 random characters")
+        return out
 
     def with_demo_secret(self) -> Settings:
         return replace(self, secret=secrets.token_urlsafe(32)) if not self.secret else self
 
     def masked(self) -> dict[str, str]:
-        """Every setting as text, secrets masked: safe to print or log."""
+        """Every setting as text, secrets masked, keyed by its environment variable: safe
+        to print or log."""
         out: dict[str, str] = {}
         for f in fields(self):
+            name = ENV_NAMES.get(f.name)
+            if name is None:
+                continue  # not set from the environment
             value = getattr(self, f.name)
             if f.name in SECRET_FIELDS:
-                out[f.name] = "(set)" if value else "(not set)"
+                out[name] = "(set)" if value else "(not set)"
+            elif isinstance(value, tuple):
+                out[name] = ",".join(value)
             elif isinstance(value, str) and "://" in value:
-                out[f.name] = mask_url(value)
+                out[name] = mask_url(value)
             else:
-                out[f.name] = str(value)
+                out[name] = str(value)
         return out
+
+
+# The environment variable behind each setting: the one place these names are written.
+# Errors and `relay check` speak in these names, which are what an operator sets.
+ENV_NAMES: Mapping[str, str] = {
+    "redis_url": "RELAY_REDIS_URL",
+    "storage_url": "RELAY_STORAGE_URL",
+    "storage_public_url": "RELAY_STORAGE_PUBLIC_URL",
+    "storage_fallback_url": "RELAY_STORAGE_FALLBACK_URL",
+    "result_hosts": "RELAY_RESULT_HOSTS",
+    "mirror": "RELAY_MIRROR",
+    "max_upload": "RELAY_MAX_UPLOAD",
+    "max_download": "RELAY_MAX_DOWNLOAD",
+    "max_image_download": "RELAY_MAX_IMAGE_DOWNLOAD",
+    "max_audio_download": "RELAY_MAX_AUDIO_DOWNLOAD",
+    "public_url": "RELAY_PUBLIC_URL",
+    "provider": "RELAY_PROVIDER",
+    "kie_api_key": "KIE_API_KEY",
+    "kie_base_url": "KIE_BASE_URL",
+    "kie_webhook_hmac_key": "KIE_WEBHOOK_HMAC_KEY",
+    "secret": "RELAY_SECRET",
+    "auth": "RELAY_AUTH",
+    "jwt_secret": "RELAY_JWT_SECRET",
+    "jwt_public_key": "RELAY_JWT_PUBLIC_KEY",
+    "jwt_audience": "RELAY_JWT_AUDIENCE",
+    "jwt_issuer": "RELAY_JWT_ISSUER",
+    "cors_origins": "RELAY_CORS_ORIGINS",
+    "sse_ping": "RELAY_SSE_PING",
+    "sse_send_timeout": "RELAY_SSE_SEND_TIMEOUT",
+    "task_deadline": "RELAY_TASK_DEADLINE",
+    "reconcile_after": "RELAY_RECONCILE_AFTER",
+    "reconcile_interval": "RELAY_RECONCILE_INTERVAL",
+    "reconcile_rate": "RELAY_RECONCILE_RATE",
+    "kie_timeout": "KIE_TIMEOUT",
+    "kie_retry_budget": "KIE_RETRY_BUDGET",
+    "token_ttl": "RELAY_TOKEN_TTL",
+    "task_ttl": "RELAY_TASK_TTL",
+    "max_body": "RELAY_MAX_BODY",
+    "read_timeout": "RELAY_READ_TIMEOUT",
+    "rate_create": "RELAY_RATE_CREATE",
+    "rate_callback": "RELAY_RATE_CALLBACK",
+    "max_streams_per_client": "RELAY_MAX_STREAMS_PER_CLIENT",
+    "max_tasks_per_stream": "RELAY_MAX_TASKS_PER_STREAM",
+    "trusted_proxies": "RELAY_TRUSTED_PROXIES",
+    "redis_max_connections": "RELAY_REDIS_MAX_CONNECTIONS",
+    "log_format": "RELAY_LOG_FORMAT",
+    "log_level": "RELAY_LOG_LEVEL",
+    "s3_endpoint_url": "RELAY_S3_ENDPOINT_URL",
+    "s3_region": "RELAY_S3_REGION",
+    "s3_access_key_id": "RELAY_S3_ACCESS_KEY_ID",
+    "s3_secret_access_key": "RELAY_S3_SECRET_ACCESS_KEY",
+}
 
 
 def mask_url(url: str) -> str:
@@ -193,42 +276,59 @@ def mask_url(url: str) -> str:
 
 
 class _Reader:
+    """Reads settings by field name from the variables in ENV_NAMES. A bad value is
+    recorded in `problems` (naming the variable and what would be valid) and the default
+    is used, so one pass finds every problem."""
+
     def __init__(self, env: Mapping[str, str]):
         self.env = env
+        self.problems: list[str] = []
 
-    def text(self, name: str, default: str) -> str:
-        return self.env.get(name, default).strip()
+    def _raw(self, field_name: str) -> tuple[str, str | None]:
+        name = ENV_NAMES[field_name]
+        return name, self.env.get(name)
 
-    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(name, default)
+    def text(self, field_name: str, default: str) -> str:
+        _, raw = self._raw(field_name)
+        return (raw if raw is not None else default).strip()
+
+    def choice(self, field_name: str, default: str, allowed: tuple[str, ...]) -> str:
+        name, _ = self._raw(field_name)
+        value = self.text(field_name, default)
         if value not in allowed:
-            raise SettingsError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+            self.problems.append(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+            return default
         return value
 
-    def number(self, name: str, default: float, *, low: float) -> float:
-        raw = self.env.get(name)
+    def number(self, field_name: str, default: float, *, low: float) -> float:
+        name, raw = self._raw(field_name)
         if raw is None or not raw.strip():
             return float(default)
         try:
             value = float(raw)
         except ValueError:
-            raise SettingsError(f"{name}={raw!r} is not a number") from None
+            self.problems.append(f"{name}={raw!r} is not a number (e.g. {name}={default:g})")
+            return float(default)
         if value < low:
-            raise SettingsError(f"{name}={raw!r} must be at least {low}")
+            self.problems.append(f"{name}={raw!r} must be at least {low:g}")
+            return float(default)
         return value
 
-    def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
-        value = self.text(name, default)
+    def url(self, field_name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+        name, _ = self._raw(field_name)
+        value = self.text(field_name, default)
         if not value:
             return value
-        scheme = urlsplit(value).scheme
-        if scheme not in schemes:
-            raise SettingsError(f"{name}={mask_url(value)!r} must start with one of: {', '.join(s + '://' for s in schemes)}")
+        if urlsplit(value).scheme not in schemes:
+            self.problems.append(
+                f"{name}={mask_url(value)!r} must start with one of: {', '.join(s + '://' for s in schemes)}"
+            )
+            return default
         return value
 
-    def opt_url(self, name: str) -> str | None:
-        value = self.url(name, "", schemes=("http", "https"))
+    def opt_url(self, field_name: str) -> str | None:
+        value = self.url(field_name, "", schemes=("http", "https"))
         return value.rstrip("/") or None
 
-    def items(self, name: str) -> tuple[str, ...]:
-        return tuple(v.strip() for v in self.text(name, "").split(",") if v.strip())
+    def items(self, field_name: str) -> tuple[str, ...]:
+        return tuple(v.strip() for v in self.text(field_name, "").split(",") if v.strip())

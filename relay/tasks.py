@@ -242,7 +242,9 @@ async def list_tasks(request: Request) -> JSONResponse:
 
 
 async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse({"models": services(request).catalogue.describe()})
+    svc = services(request)
+    # `simulated`: results come from the built-in simulator, which a page should say.
+    return JSONResponse({"models": svc.catalogue.describe(), "simulated": svc.settings.provider == "sim"})
 
 
 async def tasks_collection(request: Request) -> JSONResponse:

@@ -643,3 +643,37 @@ def test_page_offers_every_kind_and_plays_video_and_audio(
         assert all("/files/generated/" in src for src in sources), sources
         assert page.is_hidden("#image-link")
     write_screenshot(page, "demo-audio.png")
+
+
+def test_demo_explains_itself_shows_progress_and_passes_axe(
+    relay: Callable[..., AppProcess], sim: str, new_page: Callable[..., Any]
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    sim_config(sim, callback_delay=3)
+    # As `relay demo` runs it: the reconciler asks the simulator how tasks are doing.
+    app = relay(RELAY_RECONCILE_AFTER="1", RELAY_RECONCILE_INTERVAL="0.5")
+    page = new_page()
+    page.goto(app.url)
+    page.wait_for_function("() => Number(document.getElementById('model').dataset.loaded || 0) > 10")
+    assert page.is_visible("#simulated"), "the page says its results come from the simulator"
+    # The labels take the clicks (no invisible input on top of them).
+    page.click("label[for=mode-i2i]")
+    assert page.is_checked("#mode-i2i") and page.is_visible("#reference")
+    page.click("label[for=mode-t2i]")
+    assert page.is_checked("#mode-t2i")
+
+    # Sora reports progress while it runs: the page shows it between pending and done.
+    page.select_option("#model", "sora-2-text-to-video")
+    generate(page, "a paper boat on a river")
+    page.wait_for_function(
+        "() => document.getElementById('task').dataset.status === 'processing'"
+        " && document.getElementById('progress').value > 0",
+        timeout=15_000,
+    )
+    wait_data(page, "#task", "status", "completed", timeout=20)
+    assert len(versions_of(page)) >= 3  # pending, processing (with progress), ..., completed
+
+    results = Axe().run(page)
+    serious = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
+    assert not serious, [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in serious]

@@ -58,10 +58,14 @@ async def test_healthy_and_broken_configurations(
         "RELAY_S3_ACCESS_KEY_ID": ACCESS_KEY,
         "RELAY_S3_SECRET_ACCESS_KEY": SECRET_KEY,
         "KIE_RETRY_BUDGET": "0.5",
+        "RELAY_RESULT_HOSTS": sim,  # the simulator serves its result files over http
     }
     ok = run_check(**healthy)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert verdicts(ok.stdout) == {"store": True, "hub": True, "storage": True, "provider": True, "public url": True}
+    assert verdicts(ok.stdout) == {
+        "store": True, "hub": True, "storage": True, "provider": True, "results": True, "public url": True,
+    }
+    assert "Topology:  instances sharing one Redis" in ok.stdout and "Providers: kie at" in ok.stdout
     assert "Verdict: all links ok" in ok.stdout
     # Secrets are masked in the printed configuration.
     assert SECRET not in ok.stdout and SECRET_KEY not in ok.stdout and "sim-key" not in ok.stdout
@@ -71,6 +75,7 @@ async def test_healthy_and_broken_configurations(
         "storage": {"RELAY_STORAGE_URL": "s3://no-such-bucket/relay"},
         "provider": {"KIE_API_KEY": "a-key-kie-refuses"},
         "public url": {"RELAY_PUBLIC_URL": f"http://{HOST}:{free_port()}"},
+        "results": {"RELAY_RESULT_HOSTS": "*.aiquickdraw.com"},
     }
     for link, change in broken.items():
         result = run_check(**{**healthy, **change})
@@ -83,9 +88,49 @@ async def test_healthy_and_broken_configurations(
         assert not others, (link, result.stdout)
     bad_key = run_check(**{**healthy, "KIE_API_KEY": "a-key-kie-refuses"})
     assert "KIE_API_KEY" in bad_key.stdout, "the provider link says which setting to fix"
+    refused = run_check(**{**healthy, "RELAY_RESULT_HOSTS": "*.aiquickdraw.com"})
+    assert f"results from {sim}/files/ would be refused: add its host to RELAY_RESULT_HOSTS" in refused.stdout
+    unreachable = run_check(**{**healthy, **broken["public url"]})
+    line = next(x for x in unreachable.stdout.splitlines() if "public url" in x)
+    assert "RELAY_PUBLIC_URL=" in line and "could not be reached" in line, line
+
+    # Three bad settings: one run names all three, and still tests every link it can.
+    bad = run_check(**{**healthy, "RELAY_AUTH": "maybe", "RELAY_SSE_PING": "soon", "RELAY_STORAGE_URL": "ftp://x"})
+    assert bad.returncode == 2
+    for name in ("RELAY_AUTH", "RELAY_SSE_PING", "RELAY_STORAGE_URL"):
+        assert name in bad.stdout, bad.stdout
+    assert "Settings: 3 problems" in bad.stdout and verdicts(bad.stdout)["store"] is True
 
 
-def test_bad_settings_exit_2_naming_the_variable() -> None:
-    result = run_check(RELAY_PUBLIC_URL="http://127.0.0.1:9", RELAY_AUTH="maybe")
+def test_bad_settings_are_named_all_at_once_by_serve() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "KIE_"))}
+    env = {**base, "RELAY_SECRET": "short", "RELAY_AUTH": "maybe", "RELAY_SSE_PING": "soon"}
+    result = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "serve", "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "RELAY_AUTH" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    named = " ".join(lines)
+    for name in ("RELAY_SECRET", "RELAY_AUTH", "RELAY_SSE_PING", "RELAY_PUBLIC_URL", "KIE_API_KEY"):
+        assert name in named, result.stderr
+    assert "relay: the configuration has 5 problems:" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_busy_port_fails_fast_and_says_what_to_do(command: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "KIE_"))}
+        env = {**base, "RELAY_SECRET": SECRET, "RELAY_PUBLIC_URL": "http://127.0.0.1:1", "RELAY_PROVIDER": "sim"}
+        result = subprocess.run(
+            [sys.executable, "-m", "relay.cli", command, "--host", HOST, "--port", str(port)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"port {port} on {HOST} is already in use" in result.stderr and "--port" in result.stderr
+    assert "relay ready" not in result.stdout + result.stderr and "open http" not in result.stdout

@@ -310,7 +310,8 @@ def test_serve_refuses_to_start_without_required_settings() -> None:
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "RELAY_SECRET" in lines[0]
+    assert lines[0] == "relay: the configuration has 1 problem:"
+    assert len(lines) == 2 and "RELAY_SECRET" in lines[1]
 
 
 async def wait_status(client: httpx.AsyncClient, status_url: str, status: str, timeout: float = 10) -> dict[str, Any]:

@@ -49,6 +49,10 @@ class Provider(Protocol):
 
     async def credits(self) -> float: ...
 
+    def result_locations(self) -> tuple[str, ...]:
+        """Where this provider serves result files (for `relay check` to probe)."""
+        ...
+
     async def fresh_url(self, url: str) -> str | None:
         """A new link for one of the provider's result URLs whose link has expired (None
         when the provider cannot give one)."""

@@ -37,6 +37,10 @@ from relay.providers.kie_families import (
 log = logging.getLogger("relay.kie")
 
 DOWNLOAD_URL = "/api/v1/common/download-url"
+OFFICIAL_BASE_URL = "https://api.kie.ai"
+# Hosts of every result URL in KIE's recorded answers (tests/fixtures/kie/*-real*.json,
+# *-apicity.json): images, video and audio alike.
+REAL_RESULT_LOCATIONS = ("https://tempfile.aiquickdraw.com/", "https://file.aiquickdraw.com/")
 
 # Answers after which a create was certainly not accepted, so retrying cannot pay twice.
 RETRYABLE_CODES = frozenset({429, 455, 500, 502, 503, 504, 550})
@@ -110,6 +114,12 @@ class KieClient:
                     report=normalize_status(body, family=family.shape, task_id=task_id),
                 )
         return None
+
+    def result_locations(self) -> tuple[str, ...]:
+        if str(self._http.base_url).rstrip("/") == OFFICIAL_BASE_URL:
+            return REAL_RESULT_LOCATIONS
+        # Anything else speaking KIE's API (the simulator) serves results itself.
+        return (f"{str(self._http.base_url).rstrip('/')}/files/",)
 
     async def fresh_url(self, url: str) -> str | None:
         """KIE's download-url: a new 20-minute link for a KIE result URL (422 for others)."""

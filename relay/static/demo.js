@@ -183,6 +183,7 @@ async function loadModels() {
   }
   select.value = usable.some((m) => m.id === chosen) ? chosen : DEFAULT_MODEL[currentMode()];
   select.dataset.loaded = String(usable.length);
+  $("simulated").hidden = !models.simulated;
   applyMode(currentMode(), { fromModel: true });
 }
 
@@ -602,6 +603,13 @@ window.addEventListener("pageshow", (event) => {
   if (current.task && !isTerminal(current.task)) follow({ ...current.task, token: current.token });
   if (gallery.enabled) gallery.load();
 });
+
+// "12 seconds ago" stays true while the page is open.
+setInterval(() => {
+  for (const { el, task } of gallery.tiles.values()) {
+    el.querySelector(".tile-model").textContent = `${task.model} · ${ago(task.createdAt)}`;
+  }
+}, 10_000);
 
 applyMode(currentMode());
 loadModels();

@@ -122,7 +122,10 @@ export function createTask(
   options?: RequestOptions & { idempotencyKey?: string },
 ): Promise<CreatedTask>;
 
-export function listModels(options?: { baseUrl?: string; signal?: AbortSignal }): Promise<ModelInfo[]>;
+/** The models; `simulated` is true when results come from Relay's built-in simulator. */
+export function listModels(
+  options?: { baseUrl?: string; signal?: AbortSignal },
+): Promise<ModelInfo[] & { simulated: boolean }>;
 
 export function upload(file: Blob & { name?: string }, options?: RequestOptions): Promise<Upload>;
 

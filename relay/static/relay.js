@@ -196,7 +196,8 @@ export async function upload(file, options = {}) {
 export async function listModels(options = {}) {
   const { baseUrl = "", signal } = options;
   const answer = await request(joinUrl(baseUrl, "/api/models"), { headers: { Accept: "application/json" }, signal });
-  return answer.models;
+  // `simulated` (results from Relay's built-in simulator) rides along on the array.
+  return Object.assign(answer.models, { simulated: Boolean(answer.simulated) });
 }
 
 /** GET /api/tasks/{taskId}: the task object (the fallback status read). */
