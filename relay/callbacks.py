@@ -17,38 +17,25 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.routing import Route
 
-from relay import auth, keys, metrics
+from relay import auth, metrics, parked
 from relay.access import address_of
 from relay.errors import (
     BadRequest,
     InvalidPayload,
-    PayloadTooLarge,
-    RelayError,
-    ServiceUnavailable,
     Unauthorized,
 )
 from relay.http import JSONResponse, parse_json, read_body
-from relay.models import TASK_ID_RE, Task
+from relay.models import TASK_ID_RE
 from relay.normalize import callback_task_id, normalize_callback
 from relay.parsing import ascii_int
 
 if TYPE_CHECKING:
-    from relay.backends.base import TaskStore
-    from relay.ingest import Ingestor
     from relay.lifespan import Services
 
 log = logging.getLogger("relay.callbacks")
 
 SIGNATURE_WINDOW = 300.0
-PARK_TTL = 900.0
-# Parking holds bodies for tasks nobody has stored yet, so it is what a holder of one
-# valid callback token could fill: a few small bodies per token, a bounded number
-# overall (at most PARK_MAX_BODY * PARK_MAX_ALL bytes). Genuine early callbacks are rare
-# (a callback beating its own create by milliseconds) and small; a refused one gets a
-# 503, and KIE's retry finds the task stored.
-PARK_MAX_BODY = 64 * 1024
-PARK_MAX_PER_TOKEN = 8
-PARK_MAX_ALL = 500
+
 RECEIVED = {"status": "received"}
 
 
@@ -120,16 +107,15 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     # The callback hash never changes, so this instance's recent copy is good enough.
     task = await svc.ingestor.current(report.task_id)
     if task is None:
-        # The callback raced our create response; keep it for `apply_parked`.
-        await _park_budget(svc.store, token, len(raw))
-        await svc.store.park_callback(report.task_id, token, raw, PARK_TTL)
+        # The callback raced our create response; keep it for `parked.apply`.
+        await parked.park(svc.store, report.task_id, token, raw)
         metrics.CALLBACKS.labels(report.family, "parked").inc()
         log.info("parked an early callback", extra={"task_id": report.task_id})
         # The create may have stored the task and drained the parking lot between our
         # read and our park; look once more so the callback cannot be stranded.
         task = await svc.store.get(report.task_id)
         if task is not None:
-            await apply_parked(svc.store, svc.ingestor, task)
+            await parked.apply(svc.store, svc.ingestor, task)
         return JSONResponse(RECEIVED)
     if not auth.token_matches(token, task.callback_hash):
         metrics.CALLBACKS.labels(report.family, "rejected").inc()
@@ -137,16 +123,6 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     changed = await svc.ingestor.report(report)
     metrics.CALLBACKS.labels(report.family, "applied" if changed else "unchanged").inc()
     return JSONResponse(RECEIVED)
-
-
-async def _park_budget(store: TaskStore, token: str, size: int) -> None:
-    retry = {"Retry-After": "5"}
-    if size > PARK_MAX_BODY:
-        raise PayloadTooLarge(f"a callback for a task not stored yet may be at most {PARK_MAX_BODY} bytes")
-    if await store.hit(keys.park_budget(auth.token_hash(token)), PARK_TTL) > PARK_MAX_PER_TOKEN:
-        raise ServiceUnavailable("too many callbacks for tasks not stored yet; retry", code="park_full", headers=retry)
-    if await store.hit(keys.park_budget("all"), PARK_TTL) > PARK_MAX_ALL:
-        raise ServiceUnavailable("too many callbacks for tasks not stored yet; retry", code="park_full", headers=retry)
 
 
 def shape_of(value: object, depth: int = 0) -> str:
@@ -159,23 +135,6 @@ def shape_of(value: object, depth: int = 0) -> str:
     if isinstance(value, list):
         return f"[{shape_of(value[0], depth + 1)}, ...]" if value else "[]"
     return "null" if value is None else type(value).__name__
-
-
-async def apply_parked(store: TaskStore, ingestor: Ingestor, task: Task) -> Task | None:
-    """Apply callbacks that arrived before `task` was stored. Returns the newest task."""
-    newest: Task | None = None
-    for token, raw in await store.take_parked(task.task_id):
-        if not auth.token_matches(token, task.callback_hash):
-            log.warning("dropped a parked callback with another task's token", extra={"task_id": task.task_id})
-            continue
-        try:
-            report = normalize_callback(parse_json(raw, "callback body"))
-            # Parked under this task's id, which a derived task's payload does not carry.
-            report = dataclasses.replace(report, task_id=task.task_id)
-            newest = await ingestor.report(report) or newest
-        except RelayError as exc:
-            log.warning("dropped a parked callback: %s", exc.message, extra={"task_id": task.task_id})
-    return newest
 
 
 # With and without a trailing slash: KIE counts a redirect as a failed delivery.

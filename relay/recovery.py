@@ -7,9 +7,8 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs, urlsplit
 
-from relay import auth
+from relay import auth, parked
 from relay.backends.base import TaskStore
-from relay.callbacks import apply_parked
 from relay.catalogue import Catalogue
 from relay.errors import NotFound, RelayError
 from relay.ingest import Ingestor
@@ -48,7 +47,7 @@ class Recovery:
             if report is not None:
                 await self.ingestor.report(report)
         # Callbacks that arrived while the record was missing were parked.
-        await apply_parked(self.store, self.ingestor, rebuilt)
+        await parked.apply(self.store, self.ingestor, rebuilt)
         return await self.store.get(task_id)
 
     async def _from_metadata(self, task_id: str) -> Task | None:

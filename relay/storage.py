@@ -9,64 +9,18 @@ primary cannot take go to the fallback instead, so a storage outage does not los
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
 from starlette.routing import Mount
 
-from relay.errors import BadRequest, NotFound, ServiceUnavailable
+from relay.backends.objects import SERVED_PREFIXES, ObjectStorage, check_key
+from relay.errors import NotFound, ServiceUnavailable
 from relay.settings import Settings
 
+__all__ = ["SERVED_PREFIXES", "FallbackStorage", "ObjectStorage", "check_key", "files_mount", "open_storage"]
+
 log = logging.getLogger("relay.storage")
-
-# Keys are built by Relay from task ids and random tokens, never taken from a client; the
-# pattern still stops a bug from writing outside the folder or prefix.
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
-
-# Only these top-level folders are readable through /files/. Task metadata (kie-tasks/)
-# carries prompts, and task reads need a token, so it is not handed out by key.
-SERVED_PREFIXES = ("generated/", "uploads/")
-
-
-def check_key(key: str) -> str:
-    if len(key) > 512 or not _KEY_RE.fullmatch(key) or ".." in key:
-        raise BadRequest(f"invalid storage key {key[:80]!r}", code="invalid_key")
-    return key
-
-
-class ObjectStorage(Protocol):
-    """A flat key space of small immutable-ish objects. Writes to one key replace it
-    whole (never a half-written object), so deterministic keys make retries safe."""
-
-    label: str  # where it points, without secrets: for logs and readiness
-
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    async def put(self, key: str, data: bytes, content_type: str) -> str:
-        """Store `data` under `key` and return the URL it can be fetched from."""
-        ...
-
-    async def get(self, key: str) -> bytes:
-        """The object's bytes; `NotFound` when there is none."""
-        ...
-
-    async def delete(self, key: str) -> None:
-        """Remove the object; no error when it is already gone."""
-        ...
-
-    async def url(self, key: str) -> str:
-        """A URL that serves the object: RELAY_STORAGE_PUBLIC_URL-based when set, else a
-        presigned GET (S3) or `{RELAY_PUBLIC_URL}/files/{key}` (local folder)."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise `ServiceUnavailable` when the storage cannot be written to now."""
-        ...
-
 
 class FallbackStorage:
     """Primary first; the fallback when the primary is unavailable.

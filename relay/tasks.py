@@ -11,9 +11,8 @@ import orjson
 from starlette.requests import Request
 from starlette.routing import Route
 
-from relay import auth, idempotency
+from relay import auth, idempotency, parked
 from relay.access import authorize_task, ensure_owner, identify
-from relay.callbacks import apply_parked
 from relay.catalogue import Catalogue
 from relay.errors import BadRequest, Conflict, Forbidden, ProviderError, TaskNotFound
 from relay.http import JSONResponse, bearer_token, parse_json, read_body
@@ -177,7 +176,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
     async def store_task() -> None:
         await svc.ingestor.create(task)  # a no-op when an earlier attempt stored it
         # A callback may have beaten us here (KIE can be faster than our store write).
-        await apply_parked(svc.store, svc.ingestor, task)
+        await parked.apply(svc.store, svc.ingestor, task)
 
     return provider_task_id, store_task
 

@@ -32,9 +32,10 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 
-phase "3/4 linting: ruff and mypy --strict"
+phase "3/4 linting: ruff, mypy --strict, and the structure (no import cycle, no oversized module)"
 .venv/bin/ruff check relay tests
 .venv/bin/mypy
+.venv/bin/python scripts/check_structure.py
 
 phase "4/4 the test suite (real redis-server, nginx, Chromium, uvicorn; about 6 minutes)"
 .venv/bin/pytest "$@"

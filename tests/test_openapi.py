@@ -1,4 +1,4 @@
-"""The OpenAPI document (relay/openapi.py) against the code and against real servers.
+"""The OpenAPI document (relay/openapi/) against the code and against real servers.
 
 - The document is valid OpenAPI 3.1 in every auth mode, and documents every route the app has.
 - A full task's real responses (create, status, stream to completion, callbacks, errors) match it.

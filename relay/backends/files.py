@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from relay.backends.objects import SERVED_PREFIXES, check_key
 from relay.errors import BadRequest, NotFound, ServiceUnavailable
 from relay.media import BY_EXT
-from relay.storage import SERVED_PREFIXES, check_key
 
 # Served files are results and reference images: never let a browser reinterpret them
 # (nosniff), run them (sandbox CSP), or keep a stale copy for too long.

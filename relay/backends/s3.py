@@ -17,8 +17,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.backends.objects import check_key
 from relay.errors import NotFound, ServiceUnavailable
-from relay.storage import check_key
 
 log = logging.getLogger("relay.storage")
 
