@@ -45,9 +45,13 @@ class MotoServer:
     def start(self) -> MotoServer:
         binary = Path(sys.executable).parent / "moto_server"
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [str(binary), "-H", HOST, "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [str(binary), "-H", HOST, "-p", str(self.port)], stdout=out, stderr=subprocess.STDOUT
+            )
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the child has its own copy of the descriptor
         wait_until(self._ready, 30, f"moto_server on port {self.port}")
         return self
 

@@ -119,3 +119,68 @@ class Stream(TaskEvents):
         finally:
             self.opened.set()
             self.closed.set()
+
+
+@dataclass
+class Connection:
+    """One HTTP request of an `EventSource`: what it sent, what it got, how it ended."""
+
+    last_event_id: str | None
+    status: int | None = None
+    events: list[Event] = field(default_factory=list)
+    ended: str = "open"  # "closed" (clean end of body), "error: <type>", "stopped: <status>"
+
+
+class EventSource(TaskEvents):
+    """Reconnects the way a browser's EventSource does: when a 200 stream ends, cleanly or
+    broken, or the connection fails, it waits the last `retry:` delay and requests the same
+    URL again with `Last-Event-ID` set to the last id seen. A 204 (or any other non-200
+    answer) stops it for good."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, url: str, *, retry_ms: int = 3000, max_connections: int = 10
+    ):
+        super().__init__()  # .all: every `task` event, across connections
+        self.client = client
+        self.url = url
+        self.retry_ms = retry_ms
+        self.max_connections = max_connections
+        self.last_event_id: str | None = None
+        self.connections: list[Connection] = []
+        self.stopped = asyncio.Event()
+
+    async def _run(self) -> None:
+        try:
+            while len(self.connections) < self.max_connections:
+                conn = Connection(self.last_event_id or None)
+                self.connections.append(conn)
+                headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+                if conn.last_event_id:
+                    headers["Last-Event-ID"] = conn.last_event_id
+                try:
+                    async with self.client.stream(
+                        "GET", self.url, headers=headers, timeout=httpx.Timeout(10, read=60)
+                    ) as response:
+                        conn.status = response.status_code
+                        self.opened.set()
+                        if response.status_code != 200:
+                            conn.ended = f"stopped: {response.status_code}"
+                            return
+                        async for event in iter_events(response):
+                            conn.events.append(event)
+                            if event.retry is not None:
+                                self.retry_ms = event.retry
+                            if event.id is not None:
+                                self.last_event_id = event.id
+                            if event.event == "task":
+                                self.all.append(event)
+                                await self.events.put(event)
+                    conn.ended = "closed"
+                except httpx.HTTPError as exc:
+                    conn.ended = f"error: {type(exc).__name__}"
+                self.opened.set()
+                # The reconnection delay a browser waits: behaviour under test, not synchronisation.
+                await asyncio.sleep(self.retry_ms / 1000)
+        finally:
+            self.opened.set()
+            self.stopped.set()

@@ -23,6 +23,8 @@ from relay.sim import shapes
 from relay.sim.config import SimConfig
 from relay.sim.state import Outcome, SimState, SimTask
 
+pytestmark = pytest.mark.inprocess
+
 FIXTURES = Path(__file__).parent / "fixtures" / "kie"
 
 

@@ -12,39 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from tests.conftest import StartRelay
+from tests.helpers import create, sim_task, success_payload, wait_status
 from tests.servers import RedisServer
 from tests.sse import Stream
-from tests.waiting import until
 
 STATUS_ORDER = ["pending", "processing", "completed"]
-
-
-async def create(client: httpx.AsyncClient, relay_url: str, prompt: str = "a red fox") -> dict[str, Any]:
-    response = await client.post(f"{relay_url}/api/tasks", json={"prompt": prompt})
-    assert response.status_code == 202, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def sim_task(client: httpx.AsyncClient, sim: str, task_id: str) -> dict[str, Any]:
-    response = await client.get(f"{sim}/sim/tasks/{task_id}")
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def success_payload(task_id: str, url: str = "https://tempfile.aiquickdraw.com/h/abc.png") -> dict[str, Any]:
-    """A jobs-API success callback exactly as KIE sends it (resultJson is a string)."""
-    return {
-        "code": 200,
-        "msg": "Playground task completed successfully.",
-        "data": {
-            "taskId": task_id, "model": "google/nano-banana", "state": "success", "param": "{}",
-            "resultJson": f'{{"resultUrls":["{url}"]}}', "failCode": "", "failMsg": "",
-            "consumeCredits": 4, "remainedCredits": 996, "costTime": 8,
-            "createTime": 1755599634000, "completeTime": 1755599644000, "updateTime": 1755599644000,
-        },
-    }
 
 
 def assert_in_order(events: list[dict[str, Any]]) -> None:
@@ -314,9 +286,3 @@ def test_serve_refuses_to_start_without_required_settings() -> None:
     assert len(lines) == 2 and "RELAY_SECRET" in lines[1]
 
 
-async def wait_status(client: httpx.AsyncClient, status_url: str, status: str, timeout: float = 10) -> dict[str, Any]:
-    async def reached() -> dict[str, Any] | None:
-        body: dict[str, Any] = (await client.get(status_url)).json()
-        return body if body["status"] == status else None
-
-    return await until(reached, timeout=timeout, what=f"status {status}")

@@ -18,7 +18,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,81 +35,22 @@ from relay.models import Mode, Status, Task, utcnow
 from relay.sim.png import gradient_png
 from tests.conftest import StartRelay
 from tests.deploy_nginx import LoadBalancer
+from tests.helpers import (
+    TERMINAL,
+    assert_strictly_increasing,
+    create,
+    metric,
+    open_streams,
+    sim_task,
+    success_payload,
+    versions,
+)
 from tests.s3server import LocalServer
 from tests.servers import HOST, SECRET, AppProcess, RedisServer
-from tests.sse import Event, Stream, TaskEvents, iter_events
-from tests.test_core import create, sim_task, success_payload
+from tests.sse import EventSource, Stream, iter_events
 from tests.waiting import until
 
-TERMINAL = ("completed", "failed")
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class Connection:
-    """One HTTP request of an `EventSource`: what it sent, what it got, how it ended."""
-
-    last_event_id: str | None
-    status: int | None = None
-    events: list[Event] = field(default_factory=list)
-    ended: str = "open"  # "closed" (clean end of body), "error: <type>", "stopped: <status>"
-
-
-class EventSource(TaskEvents):
-    """Reconnects the way a browser's EventSource does: when a 200 stream ends, cleanly or
-    broken, or the connection fails, it waits the last `retry:` delay and requests the same
-    URL again with `Last-Event-ID` set to the last id seen. A 204 (or any other non-200
-    answer) stops it for good."""
-
-    def __init__(
-        self, client: httpx.AsyncClient, url: str, *, retry_ms: int = 3000, max_connections: int = 10
-    ):
-        super().__init__()  # .all: every `task` event, across connections
-        self.client = client
-        self.url = url
-        self.retry_ms = retry_ms
-        self.max_connections = max_connections
-        self.last_event_id: str | None = None
-        self.connections: list[Connection] = []
-        self.stopped = asyncio.Event()
-
-    async def _run(self) -> None:
-        try:
-            while len(self.connections) < self.max_connections:
-                conn = Connection(self.last_event_id or None)
-                self.connections.append(conn)
-                headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-                if conn.last_event_id:
-                    headers["Last-Event-ID"] = conn.last_event_id
-                try:
-                    async with self.client.stream(
-                        "GET", self.url, headers=headers, timeout=httpx.Timeout(10, read=60)
-                    ) as response:
-                        conn.status = response.status_code
-                        self.opened.set()
-                        if response.status_code != 200:
-                            conn.ended = f"stopped: {response.status_code}"
-                            return
-                        async for event in iter_events(response):
-                            conn.events.append(event)
-                            if event.retry is not None:
-                                self.retry_ms = event.retry
-                            if event.id is not None:
-                                self.last_event_id = event.id
-                            if event.event == "task":
-                                self.all.append(event)
-                                await self.events.put(event)
-                    conn.ended = "closed"
-                except httpx.HTTPError as exc:
-                    conn.ended = f"error: {type(exc).__name__}"
-                self.opened.set()
-                # The reconnection delay a browser waits: behaviour under test, not synchronisation.
-                await asyncio.sleep(self.retry_ms / 1000)
-        finally:
-            self.opened.set()
-            self.stopped.set()
 
 
 def failure_payload(task_id: str) -> dict[str, Any]:
@@ -163,24 +104,6 @@ async def wait_for_status(
     return body
 
 
-async def metric(client: httpx.AsyncClient, base_url: str, name: str, **labels: str) -> float:
-    """The sum of one Prometheus metric's samples whose labels include `labels`."""
-    text = (await client.get(f"{base_url}/metrics")).text
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
-        if match is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
-
-
-async def open_streams(client: httpx.AsyncClient, base_url: str) -> int:
-    return int(await metric(client, base_url, "relay_open_streams"))
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -205,14 +128,6 @@ async def deliver(client: httpx.AsyncClient, sim: str, task_id: str, action: str
         return bool(response.json()["status"] == 200)
 
     await until(accepted, timeout=timeout, what=f"the {action} callback of {task_id} to be accepted", interval=0.2)
-
-
-def versions(events: list[Event]) -> list[int]:
-    return [e.json()["version"] for e in events]
-
-
-def assert_strictly_increasing(seen: list[int]) -> None:
-    assert seen == sorted(set(seen)), f"versions repeat or go back: {seen}"
 
 
 @pytest.fixture

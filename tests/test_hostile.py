@@ -30,14 +30,13 @@ from relay import auth
 from relay.openapi import document
 from relay.settings import Settings
 from tests.conftest import StartRelay
+from tests.helpers import HELPER, assert_contract, sim_task_ids, success_payload
 from tests.servers import SECRET, AppProcess
-from tests.test_core import success_payload
 
 pytestmark = pytest.mark.timeout(120)
 
 DOC = document(Settings(public_url="http://relay.test", secret=SECRET))
 SCHEMAS = DOC["components"]["schemas"]
-ERROR = jsonschema.Draft202012Validator(SCHEMAS["Error"])
 TASK = jsonschema.Draft202012Validator({**SCHEMAS["Task"], "components": DOC["components"]})
 REQUEST_ID = "^[A-Za-z0-9._-]{1,64}$"
 MAX_BODY = 4096
@@ -51,27 +50,6 @@ FUZZ = settings(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def assert_contract(response: httpx.Response) -> None:
-    """No 5xx; an error is the contract's JSON; every response has a sane request id."""
-    assert response.status_code < 500, f"{response.status_code}: {response.text[:300]}"
-    rid = response.headers.get("x-request-id", "")
-    assert rid and len(rid) <= 64 and all(c.isalnum() or c in "._-" for c in rid), (
-        f"{response.request.method} {response.request.url} -> {response.status_code} {response.headers} {response.text[:200]}"
-    )
-    if response.status_code >= 400:
-        assert response.headers["content-type"].startswith("application/json"), response.headers
-        errors = list(ERROR.iter_errors(response.json()))
-        assert not errors, f"{response.text[:300]}: {errors[0].message}"
-
-
-# One pooled client for the helpers: a new httpx client per call costs ~40 ms (TLS context).
-HELPER = httpx.Client(timeout=10)
-
-
-def sim_task_ids(sim: str) -> list[str]:
-    return [t["taskId"] for t in HELPER.get(f"{sim}/sim/tasks").json()["tasks"]]
 
 
 def callback_token_of(sim: str, task_id: str) -> str:
@@ -193,7 +171,7 @@ def test_random_create_requests(open_relay: AppProcess, sim: str) -> None:
     def attack(body: bytes, headers: dict[str, bytes], chunked: bool) -> None:
         before_sim, before_relay = sim_task_ids(sim), history_ids(relay)
         content: bytes | Iterator[bytes] = iter([body[:7], body[7:]]) if chunked else body
-        response = client.post(f"{relay.url}/api/tasks", content=content, headers=headers)
+        response = client.post(f"{relay.url}/api/tasks", content=content, headers=headers)  # type: ignore[arg-type]  # raw bytes, on purpose
         sent.append(response.status_code)
         assert_contract(response)
         if response.status_code == 202:
@@ -286,7 +264,7 @@ def test_random_callbacks(start_relay: StartRelay, sim: str, tmp_path: Path, hma
             sent_headers["X-Webhook-Signature"] = on_the_wire(signature_value.encode())
         before, before_bystander = state_of(relay, target), state_of(relay, bystander)
         url = f"{relay.url}{path}" + ("" if token_value is None else f"?token={quote(token_value)}")
-        response = client.post(url, content=body, headers=sent_headers)
+        response = client.post(url, content=body, headers=sent_headers)  # type: ignore[arg-type]  # raw bytes, on purpose
         sent.append(response.status_code)
         assert_contract(response)
         if response.status_code != 200:
@@ -360,7 +338,7 @@ def test_random_reads_and_streams(start_relay: StartRelay, sim: str, tmp_path: P
             "events": f"{relay.url}/api/tasks/{raw_id}/events?{query}",
             "multi": f"{relay.url}/api/events?taskId={raw_id}&{query}",
         }[endpoint]
-        with client.stream("GET", url, headers=sent_headers) as response:
+        with client.stream("GET", url, headers=sent_headers) as response:  # type: ignore[arg-type]  # raw bytes, on purpose
             sent.append(response.status_code)
             if response.status_code == 200 and endpoint in ("events", "multi"):
                 assert response.headers["content-type"].startswith("text/event-stream")
@@ -400,7 +378,7 @@ def test_non_ascii_task_token_is_a_401(token_relay: AppProcess) -> None:
     for path in (f"/api/tasks/{task['taskId']}", f"/api/tasks/{task['taskId']}/events"):
         response = httpx.get(f"{token_relay.url}{path}", params={"token": "1.é"}, timeout=5)
         assert response.status_code == 401, (path, response.text)
-        bearer = httpx.get(f"{token_relay.url}{path}", headers={"Authorization": b"Bearer 1.\xe9"}, timeout=5)
+        bearer = httpx.get(f"{token_relay.url}{path}", headers={"Authorization": b"Bearer 1.\xe9"}, timeout=5)  # type: ignore[arg-type]  # raw bytes, on purpose
         assert bearer.status_code == 401, (path, bearer.text)
 
 
@@ -420,7 +398,7 @@ def test_webhook_timestamp_with_unicode_digits_is_a_401(start_relay: StartRelay,
     token = callback_token_of(sim, task["taskId"])
     response = httpx.post(
         f"{relay.url}/api/callbacks/kie?token={token}", json=success_payload(task["taskId"]),
-        headers={"X-Webhook-Timestamp": b"\xb2", "X-Webhook-Signature": "c2ln"}, timeout=5,
+        headers={"X-Webhook-Timestamp": b"\xb2", "X-Webhook-Signature": "c2ln"}, timeout=5,  # type: ignore[arg-type]  # raw bytes, on purpose
     )
     assert response.status_code == 401, response.text
 
@@ -428,7 +406,7 @@ def test_webhook_timestamp_with_unicode_digits_is_a_401(start_relay: StartRelay,
 def test_odd_last_event_id_is_ignored(token_relay: AppProcess) -> None:
     task = create(token_relay, "x")
     for value in (b"\xb2", b"9" * 5000):
-        with httpx.stream("GET", task["eventsUrl"], headers={"Last-Event-ID": value}, timeout=5) as response:
+        with httpx.stream("GET", task["eventsUrl"], headers={"Last-Event-ID": value}, timeout=5) as response:  # type: ignore[arg-type]  # raw bytes, on purpose
             assert response.status_code == 200, response.read()[:200]
     multi = f"{token_relay.url}/api/events?taskId={task['taskId']}&taskId=other&token={task['token']}"
     with httpx.stream("GET", multi + "&lastEventId=" + quote(f"{task['taskId']}:²"), timeout=5) as response:
@@ -462,7 +440,8 @@ def test_task_id_with_a_trailing_newline_is_a_400(open_relay: AppProcess) -> Non
 
 
 def test_create_is_strict_about_optional_fields(open_relay: AppProcess, sim: str) -> None:
-    for extra in ({"options": None}, {"options": []}, {"model": False}, {"model": ""}, {"imageUrls": {}}, {"imageUrls": 0}):
+    extras: tuple[dict[str, object], ...] = ({"options": None}, {"options": []}, {"model": False}, {"model": ""}, {"imageUrls": {}}, {"imageUrls": 0})
+    for extra in extras:
         response = httpx.post(f"{open_relay.url}/api/tasks", json={"prompt": f"strict {extra}", **extra}, timeout=5)
         assert response.status_code == 400, (extra, response.status_code)
     assert sim_task_ids(sim) == []

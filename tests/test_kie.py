@@ -21,9 +21,9 @@ import pytest
 from relay.errors import ProviderError
 from relay.providers.kie import _check, _Retryable
 from tests.conftest import StartRelay
+from tests.helpers import create, sim_task, success_payload, wait_status
 from tests.servers import HOST, free_port
 from tests.sse import Stream
-from tests.test_core import create, sim_task, success_payload, wait_status
 from tests.waiting import until
 
 FAST_RECONCILE = {"RELAY_RECONCILE_AFTER": "0.3", "RELAY_RECONCILE_INTERVAL": "0.2"}
@@ -305,7 +305,7 @@ async def test_signed_callbacks(start_relay: StartRelay, sim: str, client: httpx
         {"X-Webhook-Timestamp": str(now), "X-Webhook-Signature": "\u00e9t\u00e9".encode()},
     ]
     for headers in bad_cases:
-        response = await client.post(url, json=success_payload(tid), headers=headers)
+        response = await client.post(url, json=success_payload(tid), headers=headers)  # type: ignore[arg-type]  # raw bytes, on purpose
         assert response.status_code == 401, (headers, response.text)
         assert response.json()["error"]["code"] in ("invalid_signature", "stale_signature")
     assert (await client.get(target["statusUrl"])).json()["version"] == 1, "nothing stored from a refused callback"
@@ -367,7 +367,7 @@ async def test_callback_racing_the_create_is_not_lost(sim: str, client: httpx.As
             task_id = await real_create(request)
             delivered = (await client.post(f"{sim}/sim/tasks/{task_id}/complete")).json()
             parked_statuses.append(delivered["status"])
-            return task_id
+            return str(task_id)
 
         services.provider.create = racing_create
         task = await create(client, f"http://{HOST}:{port}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -42,7 +43,7 @@ async def test_killed_instance_frees_its_copies(
     victim.stop(signal.SIGKILL)
     await client.patch(f"{sim}/sim/config", json={"file_delay": 0})
 
-    async def all_terminal() -> list[dict[str, object]] | None:
+    async def all_terminal() -> list[dict[str, Any]] | None:
         states = [(await client.get(t["statusUrl"].replace(victim.url, survivor.url))).json() for t in tasks]
         return states if all(s["status"] in ("completed", "failed") for s in states) else None
 

@@ -14,6 +14,8 @@ from relay.errors import InvalidPayload, ProviderError
 from relay.models import TASK_ID_RE, ProviderReport, ProviderState
 from relay.normalize import FAMILIES, callback_task_id, normalize_callback, normalize_status
 
+pytestmark = pytest.mark.inprocess
+
 PENDING = ProviderState.PENDING
 RUNNING = ProviderState.RUNNING
 SUCCEEDED = ProviderState.SUCCEEDED
@@ -1050,15 +1052,16 @@ def test_status_without_task_id_echo_uses_the_queried_id() -> None:
 @pytest.mark.parametrize(
     ("code", "msg", "status", "error_code"),
     [
-        (401, "You do not have access permissions", 502, "provider_auth"),
-        (402, "Insufficient credits", 502, "provider_insufficient_credits"),
-        (404, "Task not found", 502, "provider_task_not_found"),
+        # The same table as for creates (relay/providers/kie_errors.py).
+        (401, "You do not have access permissions", 502, "provider_auth_failed"),
+        (402, "Insufficient credits", 402, "provider_out_of_credits"),
+        (404, "Task not found", 400, "provider_not_found"),
         (429, "Rate limit exceeded", 503, "provider_rate_limited"),
         (455, "Service unavailable", 503, "provider_unavailable"),
-        (500, "Server error", 502, "provider_error"),
+        (500, "Server error", 503, "provider_unavailable"),
         (505, "Feature disabled", 502, "provider_error"),
-        (400, "taskId parameter is required", 502, "provider_error"),
-        (422, "The page does not exist or is not published", 502, "provider_error"),
+        (400, "taskId parameter is required", 400, "provider_rejected_input"),
+        (422, "The page does not exist or is not published", 400, "provider_rejected_input"),
     ],
 )
 def test_non_200_status_raises_provider_error(
@@ -1069,7 +1072,7 @@ def test_non_200_status_raises_provider_error(
         normalize_status(payload, family="jobs", task_id=JOBS_ID)
     err = info.value
     assert (err.status, err.code, err.provider_code) == (status, error_code, code)
-    assert f"code {code}" in err.message
+    assert f"({code})" in err.message
     assert msg in err.message
 
 

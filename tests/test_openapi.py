@@ -45,8 +45,8 @@ from relay.openapi import document
 from relay.settings import Settings
 from relay.sim.png import gradient_png
 from tests.conftest import StartRelay
+from tests.helpers import success_payload
 from tests.servers import relay_env
-from tests.test_core import success_payload
 
 JWT_SECRET = "jwt-secret-for-openapi-tests-0123456789abcdef"
 NONCONFORMING = (Failure, FailureGroup)  # what schemathesis raises for a response off the document
@@ -183,7 +183,7 @@ def test_validation_is_not_vacuous() -> None:
     api = schemathesis.openapi.from_dict(document(settings_for("token")))
     url = "http://relay.test/api/tasks/t1/events"
     sse_headers = {"x-request-id": "r1", "cache-control": "no-cache", "x-accel-buffering": "no", "content-type": "text/event-stream"}
-    good_task = {
+    good_task: dict[str, Any] = {
         "taskId": "t1", "provider": "kie", "model": "m", "mode": "text-to-image", "kind": "image", "status": "pending", "prompt": "p",
         "imageUrls": [], "providerResultUrls": [], "resultUrls": [], "error": None, "progress": None,
         "mirrorError": None, "createdAt": "2025-01-01T00:00:00.000Z", "updatedAt": "2025-01-01T00:00:00.000Z",
@@ -339,7 +339,7 @@ def test_schemathesis(auth: str, start_relay: StartRelay, sim: str) -> None:
     api = schemathesis.openapi.from_url(f"{relay.url}/openapi.json", config=config)
     session = requests.Session()
 
-    def check(case: schemathesis.Case) -> None:
+    def check(case: schemathesis.Case[Any]) -> None:
         excluded: list[Any] = []
         if case.operation.path in CALLBACK_PATHS and "token" not in (case.query or {}):
             # A real callback token takes the body past the URL check, into parsing.
@@ -347,7 +347,7 @@ def test_schemathesis(auth: str, start_relay: StartRelay, sim: str) -> None:
         elif headers and "authorization" not in case.headers and "token" not in (case.query or {}):
             # jwt mode: a signed-in user, so generation reaches past authentication. (Schemathesis
             # would take this valid JWT for a generated, "likely invalid" one.)
-            case.headers = {**case.headers, **headers}
+            case.headers = {**case.headers, **headers}  # type: ignore[assignment]
             excluded.append(ignored_auth)
         if case.operation.path == "/api/uploads":
             excluded.append(positive_data_acceptance)  # "an image" is more than a schema can say
@@ -360,7 +360,7 @@ def test_schemathesis(auth: str, start_relay: StartRelay, sim: str) -> None:
     failures: list[str] = []
     operations = 0
     for result in api.get_all_operations():
-        operation = result.ok()
+        operation = result.ok()  # type: ignore[union-attr]
         if not _routed(operation, relay.url):
             continue
         operations += 1

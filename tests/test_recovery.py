@@ -13,9 +13,9 @@ import pytest
 
 from relay import auth
 from tests.conftest import StartRelay
+from tests.helpers import create, wait_status
 from tests.servers import SECRET, RedisServer
 from tests.sse import Stream
-from tests.test_core import create, wait_status
 
 
 @pytest.fixture

@@ -27,16 +27,18 @@ import pytest
 
 from relay.sim.png import gradient_png
 from tests.deploy_nginx import LoadBalancer
-from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
-from tests.servers import HOST, AppProcess, RedisServer, relay_env
-from tests.test_core import create, sim_task, success_payload
-from tests.test_faults import (
+from tests.helpers import (
     TERMINAL,
-    EventSource,
     assert_strictly_increasing,
+    create,
     open_streams,
+    sim_task,
+    success_payload,
     versions,
 )
+from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from tests.servers import HOST, AppProcess, RedisServer, relay_env
+from tests.sse import EventSource
 from tests.waiting import until
 
 INSTANCES = 3

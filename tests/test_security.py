@@ -38,10 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import auth
 from tests.conftest import StartRelay
+from tests.helpers import assert_contract, sim_task_ids, success_payload
 from tests.servers import HOST, SECRET, AppProcess
 from tests.sse import Stream
-from tests.test_core import success_payload
-from tests.test_hostile import assert_contract, sim_task_ids
 from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,6 +10,8 @@ import pytest
 
 from relay.models import Mode, Status, Task, TaskError, TaskUpdate, transition
 
+pytestmark = pytest.mark.inprocess
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = T0 + timedelta(seconds=5)
 THEIRS = ("https://tempfile.aiquickdraw.com/a.png",)

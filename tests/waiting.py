@@ -9,8 +9,11 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def until(check: Callable[[], Awaitable[T]], *, timeout: float, what: str, interval: float = 0.05) -> T:
-    """Call `check` until it returns something truthy; return that. TimeoutError names `what`."""
+async def until(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str, interval: float = 0.05
+) -> T:
+    """Call `check` until it returns something truthy; return that (so a check that answers
+    `X | None` gives an `X`). TimeoutError names `what`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -29,13 +29,13 @@ from relay.normalize.tables import (
     FAMILIES,
     GPT4O_STATUSES,
     PENDING,
-    QUERY_ERRORS,
     RUNNING,
     RUNWAY_STATES,
     SUCCEEDED,
     SUNO_STATUSES,
     Json,
 )
+from relay.providers.kie_errors import provider_error
 
 # --- Status queries ----------------------------------------------------------------------
 
@@ -197,13 +197,8 @@ def _is_record_pending(env: _Envelope) -> bool:
 
 
 def _query_error(code: int, message: str | None) -> ProviderError:
-    status, error_code = QUERY_ERRORS.get(code, (502, "provider_error"))
-    return ProviderError(
-        f"KIE status query failed with code {code}: {message or 'no message'}",
-        status=status,
-        code=error_code,
-        provider_code=code,
-    )
+    # A failed *query*, not a failed task: the caller must not fail the task on it.
+    return provider_error(code, message)
 
 
 def _check_same_task(body: Json, data: Json, task_id: str) -> None:

@@ -96,16 +96,5 @@ DEFAULT_FAILURE_MESSAGES: Final[Mapping[int, str]] = {
 }
 GENERIC_FAILURE_MESSAGE: Final = "generation failed"
 
-# Non-200 status-query answers: (HTTP status Relay reports, RelayError code). These are a
-# failed *query*, not a failed task, so the caller must not fail the task on them. KIE
-# refusing our key or throttling us is an upstream problem, not the browser's: 502/503.
-QUERY_ERRORS: Final[Mapping[int, tuple[int, str]]] = {
-    401: (502, "provider_auth"),
-    402: (502, "provider_insufficient_credits"),
-    404: (502, "provider_task_not_found"),
-    429: (503, "provider_rate_limited"),
-    455: (503, "provider_unavailable"),
-}
-
 # Longest provider text we copy into a TaskError / exception message.
 MAX_MESSAGE: Final = 300

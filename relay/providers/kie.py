@@ -24,6 +24,7 @@ from relay.errors import ProviderError
 from relay.models import ProviderReport
 from relay.normalize import normalize_status
 from relay.providers.base import CreateRequest, ProviderTask
+from relay.providers.kie_errors import provider_error, retryable
 from relay.providers.kie_families import (
     FAMILIES,
     LOOKUP_ORDER,
@@ -41,10 +42,6 @@ OFFICIAL_BASE_URL = "https://api.kie.ai"
 # Hosts of every result URL in KIE's recorded answers (tests/fixtures/kie/*-real*.json,
 # *-apicity.json): images, video and audio alike.
 REAL_RESULT_LOCATIONS = ("https://tempfile.aiquickdraw.com/", "https://file.aiquickdraw.com/")
-
-# Answers after which a create was certainly not accepted, so retrying cannot pay twice.
-RETRYABLE_CODES = frozenset({429, 455, 500, 502, 503, 504, 550})
-
 
 class KieClient:
     name = "kie"
@@ -229,42 +226,12 @@ def _check(response: httpx.Response) -> dict[str, Any]:
 
 
 def _error_for(code: int, message: str, response: httpx.Response) -> Exception:
-    said = f"KIE said: {message}"
-    if code == 401:
-        return ProviderError(
-            f"KIE rejected the API key (401): check KIE_API_KEY. {said}",
-            status=502, code="provider_auth_failed", provider_code=code,
-        )
-    if code == 402:
-        return ProviderError(
-            f"the KIE account is out of credits (402): top it up at kie.ai. {said}",
-            status=402, code="provider_out_of_credits", provider_code=code,
-        )
-    if code in (400, 422) or (code == 500 and "required" in message.lower()):
-        # KIE answers a missing input field with code 500 "This field is required"
-        # (recorded: tests/fixtures/kie/jobs-create-gpt-image-edit-apicity.json): the
-        # request is wrong, and retrying it cannot help.
-        return ProviderError(
-            f"KIE rejected the request as invalid ({code}). {said}",
-            status=400, code="provider_rejected_input", provider_code=code,
-        )
-    if code == 404:
-        return ProviderError(
-            f"KIE does not know this endpoint, model or task (404). {said}",
-            status=400, code="provider_not_found", provider_code=code,
-        )
-    if code in RETRYABLE_CODES:
-        retry_after = _retry_after(response)
-        name = "rate limited us" if code == 429 else "is unavailable"
-        final = ProviderError(
-            f"KIE {name} ({code}) and kept failing after retries. {said}",
-            status=503, code="provider_rate_limited" if code == 429 else "provider_unavailable",
-            provider_code=code, headers={"Retry-After": str(int(retry_after or 10))},
-        )
-        return _Retryable(final, retry_after)
-    return ProviderError(
-        f"KIE failed the request ({code}). {said}", status=502, code="provider_error", provider_code=code
-    )
+    if not retryable(code, message):
+        return provider_error(code, message)
+    retry_after = _retry_after(response)
+    final = provider_error(code, f"{message} (still failing after retries)",
+                           headers={"Retry-After": str(int(retry_after or 10))})
+    return _Retryable(final, retry_after)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

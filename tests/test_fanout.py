@@ -1,0 +1,58 @@
+"""The local fan-out, in-process: one change reaches every stream watching its task and no
+other; a reader that falls behind holds only the newest state per task; a resync reaches
+every stream; a closed subscription is forgotten."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.fanout import LocalFanout, TaskEvent
+
+pytestmark = pytest.mark.inprocess
+
+
+def event(task_id: str, version: int, terminal: bool = False) -> TaskEvent:
+    return TaskEvent(task_id, version, terminal, b'{"v":%d}' % version)
+
+
+async def test_a_change_reaches_exactly_the_streams_that_watch_its_task() -> None:
+    fanout = LocalFanout()
+    with fanout.add(["a"]) as only_a, fanout.add(["a", "b"]) as both, fanout.add(["c"]) as other:
+        fanout.dispatch(event("a", 2))
+        for sub in (only_a, both):
+            news = await sub.next(within=1)
+            assert news is not None and [e.version for e in news[0]] == [2] and news[1] is False
+        assert await other.next(within=0.05) is None
+
+
+async def test_a_slow_reader_keeps_only_the_newest_state_per_task() -> None:
+    fanout = LocalFanout()
+    with fanout.add(["a", "b"]) as sub:
+        for version in range(2, 200):
+            fanout.dispatch(event("a", version))
+        fanout.dispatch(event("b", 5))
+        fanout.dispatch(event("a", 3))  # older than what is waiting: never replaces it
+        news = await sub.next(within=1)
+        assert news is not None
+        assert sorted((e.task_id, e.version) for e in news[0]) == [("a", 199), ("b", 5)]
+        assert await sub.next(within=0.05) is None, "nothing is delivered twice"
+
+
+async def test_resync_reaches_every_stream_and_close_forgets() -> None:
+    fanout = LocalFanout()
+    first, second = fanout.add(["a"]), fanout.add(["b"])
+    fanout.resync_all()
+    for sub in (first, second):
+        news = await sub.next(within=1)
+        assert news == ([], True)
+    first.close()
+    first.close()  # closing twice is harmless
+    fanout.dispatch(event("a", 2))
+    assert await first.next(within=0.05) is None
+    second.close()
+    assert not fanout._by_task, "no empty sets left behind"
+
+
+def test_events_survive_the_wire() -> None:
+    original = event("task_1-x", 7, terminal=True)
+    assert TaskEvent.decode(original.encode()) == original

@@ -1,0 +1,66 @@
+"""The app itself, in this process: httpx's ASGITransport on the memory backends, with
+the lifespan run by hand. What needs no provider answer: the catalogue, the contract's
+refusals, the OpenAPI document, readiness."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from relay.app import create_app
+from relay.settings import Settings
+from tests.helpers import assert_contract
+from tests.servers import SECRET
+
+pytestmark = pytest.mark.inprocess
+
+
+@pytest.fixture
+async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        public_url="http://relay.test", secret=SECRET, provider="sim", kie_api_key="sim-key",
+        kie_base_url="http://127.0.0.1:9", storage_url=f"file://{tmp_path}/files", kie_retry_budget=0,
+        log_level="WARNING",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            yield client
+
+
+async def test_catalogue_and_document(app_client: httpx.AsyncClient) -> None:
+    models = (await app_client.get("/api/models")).json()
+    assert models["simulated"] is True and len(models["models"]) >= 30
+    doc = (await app_client.get("/openapi.json")).json()
+    assert "/api/models" in doc["paths"] and doc["openapi"] == "3.1.0"
+    assert (await app_client.get("/healthz")).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"model": "google/nano-banana-edit", "prompt": "x"}, "imageUrls needs at least 1"),
+        ({"model": "suno-v4.5", "prompt": "x", "options": {"customMode": "yes"}}, "options.customMode must be true or false"),
+        ({"model": "veo3.1-4k"}, "parentTaskId is required"),
+        ({"model": "gpt-4o-image", "prompt": "x", "imageUrls": ["https://a.test/1.png"] * 6}, "at most 5"),
+        ({"prompt": "x", "parentTaskId": "no such!"}, "parentTaskId must match"),
+    ],
+)
+async def test_refusals_are_json_400s_naming_the_field(
+    app_client: httpx.AsyncClient, body: dict[str, object], fragment: str
+) -> None:
+    response = await app_client.post("/api/tasks", json=body)
+    assert response.status_code == 400, response.text
+    assert_contract(response)
+    assert fragment in response.json()["error"]["message"]
+
+
+async def test_forged_callbacks_and_unknown_routes(app_client: httpx.AsyncClient) -> None:
+    forged = await app_client.post("/api/callbacks/kie?token=a.b", json={"data": {"taskId": "t"}})
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_callback_token"
+    missing = await app_client.get("/api/nope/")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"
