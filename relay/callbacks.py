@@ -108,7 +108,7 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     task = await svc.ingestor.current(report.task_id)
     if task is None:
         # The callback raced our create response; keep it for `parked.apply`.
-        await parked.park(svc.store, report.task_id, token, raw)
+        await parked.park(svc.store, svc.coordination, report.task_id, token, raw)
         metrics.CALLBACKS.labels(report.family, "parked").inc()
         log.info("parked an early callback", extra={"task_id": report.task_id})
         # The create may have stored the task and drained the parking lot between our

@@ -22,6 +22,7 @@ from relay.lifespan import open_backends, open_provider
 from relay.models import Mode, Status, Task, utcnow
 from relay.settings import Settings, mask_url
 from relay.storage import open_storage
+from relay.storage_keys import check_probe_key
 
 LinkCheck = Callable[[], Awaitable[str]]
 
@@ -61,7 +62,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
         file=out,
     )
     print("\nLinks:", file=out)
-    store, hub = open_backends(settings)
+    store, coordination, hub = open_backends(settings)
     provider = open_provider(settings, catalogue)
     storage = open_storage(settings)
     downloader = Downloader(settings)
@@ -70,12 +71,12 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
 
         async def check_store() -> str:
             key = f"relay:check:{secrets.token_hex(6)}"
-            if await store.claim(key, 30) is not None:
+            if await coordination.claim(key, 30) is not None:
                 raise RuntimeError("a fresh key already existed")
-            await store.settle(key, "ok", 30)
-            if await store.peek(key) != "ok":
+            await coordination.settle(key, "ok", 30)
+            if await coordination.peek(key) != "ok":
                 raise RuntimeError("wrote a key but read back something else")
-            await store.release(key)
+            await coordination.release(key)
             return f"read/write round trip on {mask_url(settings.redis_url)}"
 
         async def check_hub() -> str:
@@ -93,7 +94,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
 
         async def check_storage() -> str:
             await storage.start()
-            key = f"generated/relay-check/{secrets.token_hex(6)}.txt"
+            key = check_probe_key()
             payload = secrets.token_bytes(16)
             await storage.put(key, payload, "application/octet-stream")
             try:

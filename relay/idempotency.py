@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from relay import keys
-from relay.backends.base import TaskStore
+from relay.backends.base import Coordination
 from relay.background import Supervisor
 from relay.errors import RelayError, ServiceUnavailable
+from relay.retry import Backoff, retry
 
 log = logging.getLogger("relay.idempotency")
 
@@ -63,25 +63,21 @@ class Settler:
         self.supervisor.spawn(self._until_done(task_id, step), name=f"settle-{task_id}")
 
     async def _until_done(self, task_id: str, step: Step) -> None:
-        deadline = time.monotonic() + self.give_up_after
-        delay = 0.1
-        while True:
-            try:
-                await step()
-            except RelayError as exc:
-                if time.monotonic() >= deadline:
-                    log.error("gave up storing a task the provider accepted: %s", exc.message, extra={"task_id": task_id})
-                    return
-                # A real backoff while the store is away, not synchronisation.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
-            log.info("stored a task the provider accepted while the store was away", extra={"task_id": task_id})
+        try:
+            await retry(
+                step,
+                should_retry=lambda exc: isinstance(exc, RelayError),
+                backoff=Backoff(0.1, 1.0),
+                budget=self.give_up_after,
+            )
+        except RelayError as exc:
+            log.error("gave up storing a task the provider accepted: %s", exc.message, extra={"task_id": task_id})
             return
+        log.info("stored a task the provider accepted while the store was away", extra={"task_id": task_id})
 
 
 async def once(
-    store: TaskStore,
+    store: Coordination,
     key: str,
     ttl: float,
     begin: Callable[[], Awaitable[tuple[str, Step]]],

@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from relay import metrics
-from relay.backends.base import Hub, TaskStore
-from relay.errors import ServiceUnavailable, StoreUnavailable, TaskNotFound
+from relay.backends.base import TaskStore
+from relay.errors import ServiceUnavailable, TaskNotFound
 from relay.models import ProviderReport, ProviderState, Status, Task, TaskUpdate, transition, utcnow
 
 log = logging.getLogger("relay.ingest")
@@ -43,9 +43,8 @@ def update_from_report(report: ProviderReport, *, mirroring: bool) -> TaskUpdate
 
 
 class Ingestor:
-    def __init__(self, store: TaskStore, hub: Hub, *, mirroring: bool = False, cache_size: int = 2_000):
+    def __init__(self, store: TaskStore, *, mirroring: bool = False, cache_size: int = 2_000):
         self.store = store
-        self.hub = hub
         self.mirroring = mirroring
         # Called after every stored change with (before, after): the mirror and metrics
         # hang off this instead of being called from every writer.
@@ -81,8 +80,6 @@ class Ingestor:
         if not await self.store.insert(task):
             return False
         self._remember(task)
-        if not self.store.publishes:
-            await self._publish(task)
         log.info("task created", extra={"task_id": task.task_id, "status": task.status.value})
         return True
 
@@ -129,17 +126,7 @@ class Ingestor:
                 extra={"task_id": new.task_id, "status": new.status.value, "version": new.version},
             )
             metrics.TRANSITIONS.labels(new.status.value).inc()
-            if not self.store.publishes:
-                await self._publish(new)
             for listener in self.listeners:
                 await listener(current, new)
             return new
         raise ServiceUnavailable(f"could not apply an update to {update.task_id!r}: too much contention")
-
-    async def _publish(self, task: Task) -> None:
-        # The change is already durable; a failed publish only delays live delivery until
-        # streams re-sync, so it must not fail the write.
-        try:
-            await self.hub.publish(task)
-        except StoreUnavailable as exc:
-            log.error("stored but could not publish: %s", exc, extra={"task_id": task.task_id})

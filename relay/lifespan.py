@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from sse_starlette.sse import AppStatus
 
-from relay.backends.base import Hub, TaskStore
+from relay.backends.base import Coordination, Hub, TaskStore
 from relay.backends.memory import MemoryHub, MemoryStore
 from relay.background import Supervisor
 from relay.catalogue import Catalogue, builtin
@@ -36,6 +36,7 @@ class Services:
     settings: Settings
     catalogue: Catalogue
     store: TaskStore
+    coordination: Coordination
     hub: Hub
     provider: Provider
     ingestor: Ingestor
@@ -50,17 +51,20 @@ class Services:
     streams: StreamCap
 
 
-def open_backends(settings: Settings) -> tuple[TaskStore, Hub]:
+def open_backends(settings: Settings) -> tuple[TaskStore, Coordination, Hub]:
+    """The store, coordination and hub for RELAY_REDIS_URL, picked by its scheme."""
     scheme = urlsplit(settings.redis_url).scheme
     if scheme == "memory":
-        return MemoryStore(), MemoryHub()
+        hub = MemoryHub()
+        memory = MemoryStore(hub)
+        return memory, memory, hub
     from relay.backends import redis as redis_backend
 
     # Store and hub always share one Redis: the store's write scripts publish each change
     # on the channel the hub listens to.
     client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
     store = redis_backend.RedisStore(client, ttl=settings.task_ttl)
-    return store, redis_backend.RedisHub(settings.redis_url, client)
+    return store, store, redis_backend.RedisHub(settings.redis_url, client)
 
 
 def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
@@ -77,7 +81,7 @@ def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
-        store, hub = open_backends(settings)
+        store, coordination, hub = open_backends(settings)
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(hub.aclose)
         await hub.start()
@@ -93,12 +97,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         # clients they use.
         background = Supervisor()
         stack.push_async_callback(background.aclose)
-        ingestor = Ingestor(store, hub, mirroring=settings.mirror)
+        ingestor = Ingestor(store, mirroring=settings.mirror)
         mirror = Mirror(
             storage=storage,
             downloader=downloader,
             ingestor=ingestor,
             supervisor=background,
+            coordination=coordination,
             enabled=settings.mirror,
             fresh_url=provider.fresh_url,
         )
@@ -107,6 +112,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             settings=settings,
             catalogue=catalogue,
             store=store,
+            coordination=coordination,
             hub=hub,
             provider=provider,
             ingestor=ingestor,
@@ -116,12 +122,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             background=background,
             settler=Settler(background),
             draining=asyncio.Event(),
-            create_limit=RateLimit(store, "create", settings.rate_create),
-            callback_limit=RateLimit(store, "callback", settings.rate_callback),
+            create_limit=RateLimit(coordination, "create", settings.rate_create),
+            callback_limit=RateLimit(coordination, "callback", settings.rate_callback),
             streams=StreamCap(settings.max_streams_per_client),
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
-        reconciler = Reconciler(store, provider, ingestor, settings, mirror=mirror)
+        reconciler = Reconciler(store, coordination, provider, ingestor, settings, mirror=mirror)
         background.spawn(reconciler.run(), name="relay-reconciler")
         if settings.auth == "none":
             log.warning("RELAY_AUTH=none: every task is readable by anyone who knows its id")
@@ -137,4 +143,4 @@ async def _watch_shutdown(services: Services) -> None:
     while not AppStatus.should_exit:  # noqa: ASYNC110 - a plain flag we do not own
         await asyncio.sleep(0.25)
     services.draining.set()
-    services.hub.fanout.resync_all()
+    services.hub.resync_all()

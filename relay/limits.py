@@ -1,4 +1,4 @@
-"""Per-client limits: request rates (shared across instances through the store) and open
+"""Per-client limits: request rates (shared across instances through the coordination seam) and open
 streams (per instance, where the connections are)."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import time
 from collections import Counter
 
 from relay import keys
-from relay.backends.base import TaskStore
+from relay.backends.base import Coordination
 from relay.errors import RateLimited
 
 
 class RateLimit:
     """Fixed windows: cheap (one INCR per request) and good enough to stop floods."""
 
-    def __init__(self, store: TaskStore, scope: str, limit: int, window: float = 60.0):
-        self.store = store
+    def __init__(self, coordination: Coordination, scope: str, limit: int, window: float = 60.0):
+        self.coordination = coordination
         self.scope = scope
         self.limit = limit
         self.window = window
@@ -27,7 +27,7 @@ class RateLimit:
         self.refuse_if_blocked(client)
         now = time.time()
         index = int(now // self.window)
-        count = await self.store.hit(keys.rate(self.scope, client, index), self.window)
+        count = await self.coordination.hit(keys.rate(self.scope, client, index), self.window)
         if count > self.limit:
             if len(self._blocked) > 10_000:
                 self._blocked = {c: t for c, t in self._blocked.items() if t > now}

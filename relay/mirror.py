@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,12 +24,15 @@ from functools import partial
 from typing import TypeVar
 
 from relay import keys, metrics
+from relay.backends.base import Coordination
 from relay.background import Supervisor
 from relay.downloader import Download, Downloader
 from relay.errors import RelayError, ResultGone
 from relay.ingest import Ingestor
 from relay.models import Status, Task, TaskUpdate
+from relay.retry import Backoff, retry
 from relay.storage import ObjectStorage
+from relay.storage_keys import metadata_key, result_key
 
 log = logging.getLogger("relay.mirror")
 
@@ -56,14 +58,6 @@ class _Results:
     reported_at: float  # when the provider handed out these links (unix time)
 
 
-def result_key(task_id: str, n: int, ext: str) -> str:
-    return f"generated/{task_id}/{n}.{ext}"
-
-
-def metadata_key(task_id: str) -> str:
-    return f"kie-tasks/{task_id}.json"
-
-
 def _reason(exc: BaseException) -> str:
     return exc.message if isinstance(exc, RelayError) else f"{type(exc).__name__}: {exc}"
 
@@ -81,6 +75,7 @@ class Mirror:
         downloader: Downloader,
         ingestor: Ingestor,
         supervisor: Supervisor,
+        coordination: Coordination,
         enabled: bool = True,
         fresh_url: Callable[[str], Awaitable[str | None]] | None = None,
         attempts: int = 4,
@@ -92,6 +87,7 @@ class Mirror:
         self.downloader = downloader
         self.ingestor = ingestor
         self.supervisor = supervisor
+        self.coordination = coordination  # the task's lease while its copy runs
         self.enabled = enabled
         # The provider's "give me a new link" (KIE's download-url), when it has one.
         self.fresh_url = fresh_url
@@ -184,7 +180,7 @@ class Mirror:
         async with self._slots:
             lease = keys.lease(task_id)
             with contextlib.suppress(RelayError):
-                await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
+                await self.coordination.settle(lease, "mirroring", COPY_LEASE)
             heartbeat = asyncio.create_task(self._renew(lease), name=f"mirror-lease-{task_id}")
             try:
                 current = await self.ingestor.store.get(task_id)
@@ -198,13 +194,13 @@ class Mirror:
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
                 with contextlib.suppress(RelayError):
-                    await self.ingestor.store.release(lease)
+                    await self.coordination.release(lease)
 
     async def _renew(self, lease: str) -> None:
         while True:
             await asyncio.sleep(COPY_LEASE / 3)
             try:
-                await self.ingestor.store.settle(lease, "mirroring", COPY_LEASE)
+                await self.coordination.settle(lease, "mirroring", COPY_LEASE)
             except RelayError as exc:
                 log.warning("could not renew a mirror lease: %s", exc.message)
 
@@ -277,17 +273,17 @@ class Mirror:
 
     async def _attempt(self, op: Callable[[], Awaitable[T]], attempts: int) -> T:
         """`op()`, retried with jittered exponential backoff while the failure is transient."""
-        for attempt in range(1, attempts + 1):
-            try:
-                return await op()
-            except Exception as exc:
-                if attempt >= attempts or not _retryable(exc):
-                    raise
-                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                log.info("mirror step failed (%s); retrying in %.2fs", _reason(exc), delay)
-                # A real backoff between attempts, not synchronisation.
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+
+        def note(exc: Exception, wait: float) -> None:
+            log.info("mirror step failed (%s); retrying in %.2fs", _reason(exc), wait)
+
+        return await retry(
+            op,
+            should_retry=_retryable,
+            backoff=Backoff(self.backoff, self.max_backoff),
+            attempts=attempts,
+            on_retry=note,
+        )
 
     # ------------------------------------------------------------------ metadata
 

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 
 from relay import auth, keys
-from relay.backends.base import TaskStore
+from relay.backends.base import Coordination, TaskStore
 from relay.errors import PayloadTooLarge, RelayError, ServiceUnavailable
 from relay.http import parse_json
 from relay.ingest import Ingestor
@@ -27,15 +27,15 @@ PARK_MAX_PER_TOKEN = 8
 PARK_MAX_ALL = 500
 
 
-async def park(store: TaskStore, task_id: str, token: str, raw: bytes) -> None:
+async def park(store: TaskStore, coordination: Coordination, task_id: str, token: str, raw: bytes) -> None:
     """Keep a callback for a task not stored yet, within the budget (else a 413 or 503)."""
     size = len(raw)
     retry = {"Retry-After": "5"}
     if size > PARK_MAX_BODY:
         raise PayloadTooLarge(f"a callback for a task not stored yet may be at most {PARK_MAX_BODY} bytes")
-    if await store.hit(keys.park_budget(auth.token_hash(token)), PARK_TTL) > PARK_MAX_PER_TOKEN:
+    if await coordination.hit(keys.park_budget(auth.token_hash(token)), PARK_TTL) > PARK_MAX_PER_TOKEN:
         raise ServiceUnavailable("too many callbacks for tasks not stored yet; retry", code="park_full", headers=retry)
-    if await store.hit(keys.park_budget("all"), PARK_TTL) > PARK_MAX_ALL:
+    if await coordination.hit(keys.park_budget("all"), PARK_TTL) > PARK_MAX_ALL:
         raise ServiceUnavailable("too many callbacks for tasks not stored yet; retry", code="park_full", headers=retry)
     await store.park_callback(task_id, token, raw, PARK_TTL)
 

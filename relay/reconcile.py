@@ -17,7 +17,7 @@ import random
 import time
 
 from relay import keys, metrics
-from relay.backends.base import TaskStore
+from relay.backends.base import Coordination, TaskStore
 from relay.errors import ProviderError, RelayError
 from relay.ingest import Ingestor
 from relay.mirror import Mirror
@@ -50,6 +50,7 @@ class Reconciler:
     def __init__(
         self,
         store: TaskStore,
+        coordination: Coordination,
         provider: Provider,
         ingestor: Ingestor,
         settings: Settings,
@@ -57,6 +58,7 @@ class Reconciler:
         mirror: Mirror | None = None,
     ):
         self.store = store
+        self.coordination = coordination
         self.provider = provider
         self.ingestor = ingestor
         self.settings = settings
@@ -87,7 +89,7 @@ class Reconciler:
             for task_id in self.mirror.pending_retries()[:BATCH]:
                 task = await self.store.get(task_id)
                 age = now - task.created_at.timestamp() if task else 0.0
-                if await self.store.claim(keys.lease(task_id), self.poll_interval(age)) is None:
+                if await self.coordination.claim(keys.lease(task_id), self.poll_interval(age)) is None:
                     await self.mirror.retry(task_id)
         due = await self.store.open_tasks(now - self.settings.reconcile_after, BATCH)
         checked = 0
@@ -96,7 +98,7 @@ class Reconciler:
             if task is None or task.terminal:
                 continue
             age = now - task.created_at.timestamp()
-            held = await self.store.claim(keys.lease(task_id), self.poll_interval(age)) is not None
+            held = await self.coordination.claim(keys.lease(task_id), self.poll_interval(age)) is not None
             if held and age <= self.settings.task_deadline:
                 continue  # another instance (or an earlier pass) polled it this interval
             # Past the deadline no lease holds the task back: it ends now, one way or the other.

@@ -12,10 +12,10 @@ from relay.backends.base import TaskStore
 from relay.catalogue import Catalogue
 from relay.errors import NotFound, RelayError
 from relay.ingest import Ingestor
-from relay.mirror import metadata_key
 from relay.models import Mode, ProviderReport, Status, Task, utcnow
 from relay.providers.base import Provider
 from relay.storage import ObjectStorage
+from relay.storage_keys import metadata_key
 
 log = logging.getLogger("relay.recovery")
 

@@ -124,7 +124,7 @@ async def create_task(request: Request) -> JSONResponse:
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
     key, ttl = idempotency.claim_key(caller.key, idem_header, new.fingerprint())
     task_id, created = await idempotency.once(
-        svc.store, key, ttl, lambda: start_task(svc, new, caller.user), svc.settler
+        svc.coordination, key, ttl, lambda: start_task(svc, new, caller.user), svc.settler
     )
     task = await svc.store.get(task_id)
     if task is None:

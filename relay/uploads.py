@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import email.message
 import email.utils
-import secrets
 from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
@@ -26,6 +25,7 @@ from relay.http import JSONResponse
 from relay.media import IMAGES, SNIFF_BYTES, describe, sniff
 from relay.parsing import ascii_int
 from relay.storage import ObjectStorage
+from relay.storage_keys import upload_key
 
 MIN_UPLOAD_RATE = 64 * 1024  # bytes per second
 FIELD = "file"
@@ -180,7 +180,7 @@ async def upload(request: Request) -> Response:
             f"the file is {what}; upload a PNG, JPEG, WebP or GIF image",
             code="unsupported_media",
         )
-    key = f"uploads/{secrets.token_urlsafe(16)}.{media.ext}"
+    key = upload_key(media.ext)
     url = await storage.put(key, data, media.content_type)
     return JSONResponse(
         {"url": url, "key": key, "contentType": media.content_type, "size": len(data)}, status_code=201

@@ -4,9 +4,14 @@ every stream; a closed subscription is forgotten."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 import pytest
 
+from relay.backends.memory import MemoryHub, MemoryStore
 from relay.fanout import LocalFanout, TaskEvent
+from relay.models import Mode, Status, Task
 
 pytestmark = pytest.mark.inprocess
 
@@ -56,3 +61,21 @@ async def test_resync_reaches_every_stream_and_close_forgets() -> None:
 def test_events_survive_the_wire() -> None:
     original = event("task_1-x", 7, terminal=True)
     assert TaskEvent.decode(original.encode()) == original
+
+
+async def test_the_memory_store_publishes_through_its_hub_as_redis_does() -> None:
+    hub = MemoryHub()
+    store = MemoryStore(hub)
+    now = datetime.now(UTC)
+    task = Task("t1", "kie", "m", Mode.TEXT_TO_IMAGE, Status.PENDING, "p", (), now, now)
+    with hub.subscribe(["t1"]) as sub:
+        assert await store.insert(task)
+        assert not await store.insert(task), "a refused write publishes nothing"
+        news = await sub.next(within=1)
+        assert news is not None and [e.version for e in news[0]] == [1]
+        assert not await store.replace(replace(task, version=2), expected_version=5)
+        assert await sub.next(within=0.05) is None
+        assert await store.replace(replace(task, version=2), expected_version=1)
+        news = await sub.next(within=1)
+        assert news is not None and [e.version for e in news[0]] == [2]
+

@@ -25,11 +25,12 @@ from relay.backends.s3 import S3Storage
 from relay.background import Supervisor
 from relay.downloader import Downloader
 from relay.ingest import Ingestor
-from relay.mirror import Mirror, metadata_key, result_key
+from relay.mirror import Mirror
 from relay.models import Mode, ProviderReport, ProviderState, Status, Task, utcnow
 from relay.settings import Settings
 from relay.sim.png import gradient_png
 from relay.storage import ObjectStorage
+from relay.storage_keys import metadata_key, result_key
 from tests.s3server import (
     ACCESS_KEY,
     REGION,
@@ -157,12 +158,14 @@ async def make_rig(
     settings = Settings(
         result_hosts=(f"http://127.0.0.1:{origin.server.port}",), max_download=256 * 1024, mirror=mirror
     )
-    store, hub = MemoryStore(), MemoryHub()
-    ingestor = Ingestor(store, hub, mirroring=mirror)
+    hub = MemoryHub()
+    store = MemoryStore(hub)
+    ingestor = Ingestor(store, mirroring=mirror)
     supervisor = Supervisor()
     downloader = Downloader(settings)
     mirror_ = Mirror(
-        storage=storage, downloader=downloader, ingestor=ingestor, supervisor=supervisor, enabled=mirror,
+        storage=storage, downloader=downloader, ingestor=ingestor, supervisor=supervisor, coordination=store,
+        enabled=mirror,
         attempts=attempts, backoff=0.05, max_backoff=0.2,
     )
     if attach:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from relay.fanout import LocalFanout, Subscription
+from relay.fanout import Subscription
 from relay.models import Task
 
 
@@ -17,13 +17,18 @@ class Page:
     next_cursor: str | None
 
 
+def history_cursor(task: Task) -> str:
+    """Where the next history page starts: `<created ms, 15 digits>:<task id>`, so cursors
+    sort as their tasks do (newest first means smaller cursors come later)."""
+    return f"{int(task.created_at.timestamp() * 1000):015d}:{task.task_id}"
+
+
 class TaskStore(Protocol):
     """Durable task state. Every write is a compare-and-set on `version`, so the status
     machine can live in Python (`models.transition`) while writes stay atomic."""
 
-    # True when a successful write also publishes the change on the hub in the same
-    # atomic step (the Redis store and hub on one server): the writer must not publish.
-    publishes: bool
+    # A successful insert or replace also publishes the change on the store's hub, in the
+    # same step (Redis: the same script), so a write can never be stored but unannounced.
 
     async def get(self, task_id: str) -> Task | None: ...
 
@@ -55,6 +60,16 @@ class TaskStore(Protocol):
 
     async def take_parked(self, task_id: str) -> list[tuple[str, bytes]]: ...
 
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Coordination(Protocol):
+    """What instances agree on besides tasks: claims and leases (one holder at a time,
+    with an expiry), and counters (rate limits, budgets). The same server as the store
+    (Redis, or this process), seen through its own seam."""
+
     async def claim(self, key: str, ttl: float) -> str | None:
         """Set `key` to "" unless it exists. None means this caller now holds it;
         otherwise the current value ("" while its holder is still working)."""
@@ -78,11 +93,13 @@ class TaskStore(Protocol):
 class Hub(Protocol):
     """Fan-out of task changes to every instance's open streams."""
 
-    fanout: LocalFanout
-
     async def start(self) -> None: ...
 
     async def publish(self, task: Task) -> None: ...
+
+    def resync_all(self) -> None:
+        """Tell every open stream to re-read its snapshots (a reconnect, or draining)."""
+        ...
 
     def subscribe(self, task_ids: Iterable[str]) -> Subscription:
         """Register interest now (synchronously): anything published after this call

@@ -8,15 +8,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from relay.backends.base import Page
+from relay.backends.base import Page, history_cursor
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.models import Task
 
 
 class MemoryStore:
-    publishes = False
+    """Tasks and coordination in this process. Like the Redis store, a successful write
+    publishes the change on its hub in the same step, so nothing above the seam needs to
+    know which store it has."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub: MemoryHub | None = None) -> None:
+        self._hub = hub
         self._tasks: dict[str, Task] = {}
         self._parked: dict[str, list[tuple[float, str, bytes]]] = {}
         self._claims: dict[str, tuple[float, str]] = {}
@@ -29,6 +32,7 @@ class MemoryStore:
         if task.task_id in self._tasks:
             return False
         self._tasks[task.task_id] = task
+        self._published(task)
         return True
 
     async def replace(self, task: Task, expected_version: int) -> bool:
@@ -36,7 +40,12 @@ class MemoryStore:
         if current is None or current.version != expected_version:
             return False
         self._tasks[task.task_id] = task
+        self._published(task)
         return True
+
+    def _published(self, task: Task) -> None:
+        if self._hub is not None:
+            self._hub.deliver(task)
 
     async def history(
         self,
@@ -49,7 +58,7 @@ class MemoryStore:
     ) -> Page:
         ordered = sorted(self._tasks.values(), key=_sort_key, reverse=True)
         if cursor is not None:
-            ordered = [t for t in ordered if _cursor_of(t) < cursor]
+            ordered = [t for t in ordered if history_cursor(t) < cursor]
         items = [
             t
             for t in ordered
@@ -59,7 +68,7 @@ class MemoryStore:
         ]
         page = items[:limit]
         more = len(items) > limit
-        return Page(page, _cursor_of(page[-1]) if more and page else None)
+        return Page(page, history_cursor(page[-1]) if more and page else None)
 
     async def open_tasks(self, updated_before: float, limit: int) -> list[str]:
         due = [
@@ -120,10 +129,6 @@ def _sort_key(task: Task) -> tuple[float, str]:
     return (task.created_at.timestamp(), task.task_id)
 
 
-def _cursor_of(task: Task) -> str:
-    return f"{int(task.created_at.timestamp() * 1000):015d}:{task.task_id}"
-
-
 class MemoryHub:
     def __init__(self) -> None:
         self.fanout = LocalFanout()
@@ -132,10 +137,16 @@ class MemoryHub:
         return None
 
     async def publish(self, task: Task) -> None:
+        self.deliver(task)
+
+    def deliver(self, task: Task) -> None:
         self.fanout.dispatch(TaskEvent.of(task))
 
     def subscribe(self, task_ids: Iterable[str]) -> Subscription:
         return self.fanout.add(task_ids)
+
+    def resync_all(self) -> None:
+        self.fanout.resync_all()
 
     async def ping(self) -> None:
         return None

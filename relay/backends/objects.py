@@ -10,6 +10,7 @@ import re
 from typing import Protocol
 
 from relay.errors import BadRequest
+from relay.storage_keys import GENERATED, UPLOADS
 
 # Keys are built by Relay from task ids and random tokens, never taken from a client; the
 # pattern still stops a bug from writing outside the folder or prefix.
@@ -17,7 +18,7 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-
 
 # Only these top-level folders are readable through /files/. Task metadata (kie-tasks/)
 # carries prompts, and task reads need a token, so it is not handed out by key.
-SERVED_PREFIXES = ("generated/", "uploads/")
+SERVED_PREFIXES = (GENERATED, UPLOADS)
 
 
 def check_key(key: str) -> str:

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay import keys, metrics
-from relay.backends.base import Page
+from relay.backends.base import Page, history_cursor
 from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.models import Task
@@ -76,7 +76,6 @@ def connect(url: str, *, max_connections: int) -> aioredis.Redis:
 
 
 class RedisStore:
-    publishes = True  # on keys.EVENTS_CHANNEL, which RedisHub listens to
 
     def __init__(self, client: aioredis.Redis, *, ttl: float):
         self._r = client
@@ -183,7 +182,7 @@ class RedisStore:
         next_cursor = None
         if len(items) > limit and page:
             last = page[-1]
-            next_cursor = f"{_ms(last.created_at.timestamp()):015d}:{last.task_id}"
+            next_cursor = history_cursor(last)
         return Page(page, next_cursor)
 
     async def open_tasks(self, updated_before: float, limit: int) -> list[str]:
@@ -272,6 +271,9 @@ class RedisHub:
             await self._publisher.publish(keys.EVENTS_CHANNEL, TaskEvent.of(task).encode())
         except RedisError as exc:
             raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
+
+    def resync_all(self) -> None:
+        self.fanout.resync_all()
 
     def subscribe(self, task_ids: Iterable[str]) -> Subscription:
         return self.fanout.add(task_ids)

@@ -16,8 +16,8 @@ Public API:
 """
 
 from relay.normalize.callbacks import normalize_callback
-from relay.normalize.shared import callback_task_id
+from relay.normalize.shared import callback_task_id, is_record_pending
 from relay.normalize.status import normalize_status
 from relay.normalize.tables import FAMILIES
 
-__all__ = ["FAMILIES", "callback_task_id", "normalize_callback", "normalize_status"]
+__all__ = ["FAMILIES", "callback_task_id", "is_record_pending", "normalize_callback", "normalize_status"]

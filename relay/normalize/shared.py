@@ -252,6 +252,12 @@ class _Envelope:
     data: object
 
 
+def is_record_pending(code: int | None, message: str | None) -> bool:
+    """KIE's 422 "recordInfo is null": the task is not visible yet (just created) or not
+    known at all; the caller bounds how long it believes the former."""
+    return code == 422 and "recordinfo is null" in (message or "").lower()
+
+
 def _envelope(body: Json) -> _Envelope:
     message = _text(body.get("msg")) or _text(body.get("message"))
     return _Envelope(_as_int(body.get("code")), message, body.get("data"))

@@ -11,7 +11,6 @@ from relay.normalize.callbacks import _data_message, _jobs_report
 from relay.normalize.shared import (
     _as_int,
     _body,
-    _Envelope,
     _envelope,
     _failed,
     _find_task_id,
@@ -23,6 +22,7 @@ from relay.normalize.shared import (
     _suno_track_urls,
     _urls,
     _valid_task_id,
+    is_record_pending,
 )
 from relay.normalize.tables import (
     FAILED,
@@ -190,12 +190,6 @@ STATUS_PARSERS: Final[Mapping[str, Callable[[str, Json], ProviderReport]]] = {
 }
 
 
-def _is_record_pending(env: _Envelope) -> bool:
-    # Just after create KIE answers 422 "recordInfo is null": not visible yet. The same body
-    # comes back for an unknown task id, so the caller bounds how long it believes this.
-    return env.code == 422 and "recordinfo is null" in (env.message or "").lower()
-
-
 def _query_error(code: int, message: str | None) -> ProviderError:
     # A failed *query*, not a failed task: the caller must not fail the task on it.
     return provider_error(code, message)
@@ -232,7 +226,7 @@ def normalize_status(payload: object, *, family: str, task_id: str) -> ProviderR
     env = _envelope(body)
     if env.code is None:
         raise InvalidPayload("status response has no integer code")
-    if _is_record_pending(env):
+    if is_record_pending(env.code, env.message):
         return ProviderReport(task_id, PENDING, family)
     if env.code != 200:
         raise _query_error(env.code, env.message)

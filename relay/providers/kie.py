@@ -8,11 +8,8 @@ plain words what went wrong.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import random
-import time
 from typing import Any
 
 import httpx
@@ -22,7 +19,7 @@ from relay import metrics
 from relay.catalogue import Catalogue, builtin
 from relay.errors import ProviderError
 from relay.models import ProviderReport
-from relay.normalize import normalize_status
+from relay.normalize import is_record_pending, normalize_status
 from relay.providers.base import CreateRequest, ProviderTask
 from relay.providers.kie_errors import provider_error, retryable
 from relay.providers.kie_families import (
@@ -34,10 +31,12 @@ from relay.providers.kie_families import (
     family_of,
     recorded_request,
 )
+from relay.retry import Backoff, retry
 
 log = logging.getLogger("relay.kie")
 
 DOWNLOAD_URL = "/api/v1/common/download-url"
+MAX_WAIT = 4.0  # the longest wait between two tries, whatever KIE's Retry-After says
 OFFICIAL_BASE_URL = "https://api.kie.ai"
 # Hosts of every result URL in KIE's recorded answers (tests/fixtures/kie/*-real*.json,
 # *-apicity.json): images, video and audio alike.
@@ -139,29 +138,40 @@ class KieClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> dict[str, Any]:
-        """One KIE request with bounded retries (exponential backoff, full jitter).
+        """One KIE request with bounded retries (exponential backoff, jitter).
 
         A create is retried only when KIE certainly did not accept it (connection refused,
         429, 5xx): a read timeout might mean it did, and a second create would pay twice.
         """
-        deadline = time.monotonic() + self._retry_budget
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._once(method, path, **kwargs)
-            except _Retryable as exc:
-                wait = min(exc.retry_after or random.uniform(0, 0.25 * 2**attempt), 4.0)
-                if time.monotonic() + wait >= deadline or attempt >= 6:
-                    raise exc.final from None
-                log.warning("KIE %s %s: %s; retrying in %.2fs", method, path, exc.final.message, wait)
-                await asyncio.sleep(wait)
-            except httpx.TimeoutException as exc:
-                error = ProviderError(
-                    f"KIE did not answer in time ({type(exc).__name__})", status=504, code="provider_timeout"
-                )
-                if not idempotent or time.monotonic() >= deadline or attempt >= 6:
-                    raise error from None
+
+        def worth_retrying(exc: Exception) -> bool:
+            return isinstance(exc, _Retryable) or (idempotent and isinstance(exc, httpx.TimeoutException))
+
+        def wait_hint(exc: Exception) -> float | None:
+            if isinstance(exc, _Retryable):
+                return min(exc.retry_after, MAX_WAIT) if exc.retry_after else None
+            return 0.0  # a timeout already waited
+
+        def note(exc: Exception, wait: float) -> None:
+            reason = exc.final.message if isinstance(exc, _Retryable) else type(exc).__name__
+            log.warning("KIE %s %s: %s; retrying in %.2fs", method, path, reason, wait)
+
+        try:
+            return await retry(
+                lambda: self._once(method, path, **kwargs),
+                should_retry=worth_retrying,
+                backoff=Backoff(0.25, MAX_WAIT),
+                attempts=6,
+                budget=self._retry_budget,
+                wait_hint=wait_hint,
+                on_retry=note,
+            )
+        except _Retryable as exc:
+            raise exc.final from None
+        except httpx.TimeoutException as exc:
+            raise ProviderError(
+                f"KIE did not answer in time ({type(exc).__name__})", status=504, code="provider_timeout"
+            ) from None
 
     async def _once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -218,7 +228,7 @@ def _check(response: httpx.Response) -> dict[str, Any]:
     message = str(body.get("msg") or body.get("message") or "").strip() or "no message"
     if code == 200 and 200 <= http < 300:
         return body
-    if code == 422 and "recordinfo is null" in message.lower():
+    if is_record_pending(code, message):
         return body  # not yet visible: the caller treats it as pending
     log.warning("KIE refused a request: code %s (HTTP %s): %s", code, http, message)
     metrics.KIE_ERRORS.labels(str(code)).inc()
