@@ -19,13 +19,14 @@ from starlette.staticfiles import StaticFiles
 
 from relay import callbacks, events, metrics, tasks, uploads
 from relay.errors import RelayError
+from relay.files import files_mount
 from relay.http import JSONResponse
-from relay.lifespan import Services, open_services
+from relay.lifespan import open_services
 from relay.logs import configure_logging
 from relay.middleware import JSONCORSMiddleware, RequestContext
 from relay.openapi import openapi_endpoint
+from relay.services import Services
 from relay.settings import Settings, mask_url
-from relay.storage import files_mount
 
 log = logging.getLogger("relay")
 STATIC = Path(__file__).parent / "static"

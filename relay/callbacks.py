@@ -30,7 +30,7 @@ from relay.normalize import callback_task_id, normalize_callback
 from relay.parsing import ascii_int
 
 if TYPE_CHECKING:
-    from relay.lifespan import Services
+    from relay.services import Services
 
 log = logging.getLogger("relay.callbacks")
 

@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from relay.backends import open_backends, open_storage
 from relay.catalogue import builtin
 from relay.downloader import Downloader
 from relay.errors import RelayError, ServiceUnavailable
-from relay.lifespan import open_backends, open_provider
+from relay.lifespan import open_provider
 from relay.models import Mode, Status, Task, utcnow
 from relay.settings import Settings, mask_url
-from relay.storage import open_storage
 from relay.storage_keys import check_probe_key
 
 LinkCheck = Callable[[], Awaitable[str]]

@@ -21,9 +21,9 @@ from relay.access import authorize_task, ensure_owner
 from relay.errors import BadRequest, RelayError, TaskNotFound
 from relay.fanout import Subscription, TaskEvent
 from relay.http import bearer_token
-from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Task
 from relay.parsing import ascii_int
+from relay.services import Services
 from relay.sse import EventStreamResponse
 
 log = logging.getLogger("relay.events")
@@ -147,7 +147,7 @@ async def open_stream(
     callers = []
     for task_id, token in zip(task_ids, tokens, strict=True):
         if not TASK_ID_RE.fullmatch(task_id):
-            raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
+            raise BadRequest(f"taskId must match {TASK_ID_RE.pattern}", code="invalid_task_id")
         callers.append(authorize_task(svc.settings, request, task_id, token))
     client = callers[0].key
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")

@@ -7,13 +7,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sse_starlette.sse import AppStatus
 
-from relay.backends.base import Coordination, Hub, TaskStore
-from relay.backends.memory import MemoryHub, MemoryStore
+from relay.backends import open_backends, open_storage
 from relay.background import Supervisor
 from relay.catalogue import Catalogue, builtin
 from relay.downloader import Downloader
@@ -25,46 +22,12 @@ from relay.providers.base import Provider
 from relay.providers.kie import KieClient
 from relay.reconcile import Reconciler
 from relay.recovery import Recovery
+from relay.services import Services
 from relay.settings import Settings
-from relay.storage import ObjectStorage, open_storage
 
 log = logging.getLogger("relay")
 
 
-@dataclass
-class Services:
-    settings: Settings
-    catalogue: Catalogue
-    store: TaskStore
-    coordination: Coordination
-    hub: Hub
-    provider: Provider
-    ingestor: Ingestor
-    storage: ObjectStorage
-    mirror: Mirror
-    recovery: Recovery
-    background: Supervisor
-    settler: Settler
-    draining: asyncio.Event
-    create_limit: RateLimit
-    callback_limit: RateLimit
-    streams: StreamCap
-
-
-def open_backends(settings: Settings) -> tuple[TaskStore, Coordination, Hub]:
-    """The store, coordination and hub for RELAY_REDIS_URL, picked by its scheme."""
-    scheme = urlsplit(settings.redis_url).scheme
-    if scheme == "memory":
-        hub = MemoryHub()
-        memory = MemoryStore(hub)
-        return memory, memory, hub
-    from relay.backends import redis as redis_backend
-
-    # Store and hub always share one Redis: the store's write scripts publish each change
-    # on the channel the hub listens to.
-    client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
-    store = redis_backend.RedisStore(client, ttl=settings.task_ttl)
-    return store, store, redis_backend.RedisHub(settings.redis_url, client)
 
 
 def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:

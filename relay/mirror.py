@@ -25,13 +25,13 @@ from typing import TypeVar
 
 from relay import keys, metrics
 from relay.backends.base import Coordination
+from relay.backends.objects import ObjectStorage
 from relay.background import Supervisor
 from relay.downloader import Download, Downloader
 from relay.errors import RelayError, ResultGone
 from relay.ingest import Ingestor
 from relay.models import Status, Task, TaskUpdate
 from relay.retry import Backoff, retry
-from relay.storage import ObjectStorage
 from relay.storage_keys import metadata_key, result_key
 
 log = logging.getLogger("relay.mirror")

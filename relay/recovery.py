@@ -9,12 +9,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from relay import auth, parked
 from relay.backends.base import TaskStore
+from relay.backends.objects import ObjectStorage
 from relay.catalogue import Catalogue
 from relay.errors import NotFound, RelayError
 from relay.ingest import Ingestor
 from relay.models import Mode, ProviderReport, Status, Task, utcnow
 from relay.providers.base import Provider
-from relay.storage import ObjectStorage
 from relay.storage_keys import metadata_key
 
 log = logging.getLogger("relay.recovery")

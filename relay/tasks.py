@@ -16,10 +16,10 @@ from relay.access import authorize_task, ensure_owner, identify
 from relay.catalogue import Catalogue
 from relay.errors import BadRequest, Conflict, Forbidden, ProviderError, TaskNotFound
 from relay.http import JSONResponse, bearer_token, parse_json, read_body
-from relay.lifespan import Services
 from relay.models import TASK_ID_RE, Mode, Status, Task, utcnow
 from relay.parsing import ascii_int
 from relay.providers.base import CreateRequest
+from relay.services import Services
 
 log = logging.getLogger("relay.tasks")
 
@@ -81,7 +81,7 @@ def parse_new_task(body: Any, catalogue: Catalogue) -> NewTask:
         raise BadRequest("options must be a JSON object of provider settings, e.g. {\"aspect_ratio\": \"16:9\"}")
     parent = body.get("parentTaskId")
     if parent is not None and (not isinstance(parent, str) or not TASK_ID_RE.fullmatch(parent)):
-        raise BadRequest("parentTaskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
+        raise BadRequest(f"parentTaskId must match {TASK_ID_RE.pattern}", code="invalid_task_id")
     try:
         # Also what the de-duplication fingerprint serializes: refuse what it cannot.
         if len(orjson.dumps(options)) > MAX_OPTIONS:
@@ -183,7 +183,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
 
 async def read_task(svc: Services, request: Request, task_id: str | None, *, token: str | None = None) -> Task:
     if not task_id or not TASK_ID_RE.fullmatch(task_id):
-        raise BadRequest("taskId must match ^[A-Za-z0-9_-]{1,128}$", code="invalid_task_id")
+        raise BadRequest(f"taskId must match {TASK_ID_RE.pattern}", code="invalid_task_id")
     caller = authorize_task(svc.settings, request, task_id, token or bearer_token(request))
     task = await svc.recovery.load(task_id)
     if task is None:

@@ -20,11 +20,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.access import identify
+from relay.backends.objects import ObjectStorage
 from relay.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from relay.http import JSONResponse
 from relay.media import IMAGES, SNIFF_BYTES, describe, sniff
 from relay.parsing import ascii_int
-from relay.storage import ObjectStorage
 from relay.storage_keys import upload_key
 
 MIN_UPLOAD_RATE = 64 * 1024  # bytes per second

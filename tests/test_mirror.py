@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from relay.backends.files import FileStorage
 from relay.backends.memory import MemoryHub, MemoryStore
+from relay.backends.objects import ObjectStorage
 from relay.backends.s3 import S3Storage
 from relay.background import Supervisor
 from relay.downloader import Downloader
@@ -29,7 +30,6 @@ from relay.mirror import Mirror
 from relay.models import Mode, ProviderReport, ProviderState, Status, Task, utcnow
 from relay.settings import Settings
 from relay.sim.png import gradient_png
-from relay.storage import ObjectStorage
 from relay.storage_keys import metadata_key, result_key
 from tests.s3server import (
     ACCESS_KEY,

@@ -13,12 +13,15 @@ import pytest
 from starlette.applications import Starlette
 
 from relay.app import relay_error
+from relay.backends import open_storage
+from relay.backends.fallback import FallbackStorage
 from relay.backends.files import FileStorage
+from relay.backends.objects import ObjectStorage, check_key
 from relay.backends.s3 import S3Storage
 from relay.errors import BadRequest, NotFound, RelayError, ServiceUnavailable
+from relay.files import files_mount
 from relay.settings import Settings
 from relay.sim.png import gradient_png
-from relay.storage import FallbackStorage, ObjectStorage, check_key, files_mount, open_storage
 from tests.s3server import ACCESS_KEY, REGION, SECRET_KEY, LocalServer, MotoServer, moto_server
 
 pytestmark = pytest.mark.timeout(60)

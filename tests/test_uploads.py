@@ -15,12 +15,14 @@ from starlette.applications import Starlette
 
 from relay import uploads
 from relay.app import relay_error
+from relay.backends import open_storage
 from relay.backends.memory import MemoryStore
+from relay.backends.objects import ObjectStorage
 from relay.errors import RelayError
+from relay.files import files_mount
 from relay.limits import RateLimit
 from relay.settings import Settings
 from relay.sim.png import gradient_png
-from relay.storage import ObjectStorage, files_mount, open_storage
 from tests.s3server import LocalServer
 
 pytestmark = pytest.mark.timeout(30)

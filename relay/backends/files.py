@@ -9,13 +9,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote
 
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Route
-
-from relay.backends.objects import SERVED_PREFIXES, check_key
-from relay.errors import BadRequest, NotFound, ServiceUnavailable
-from relay.media import BY_EXT
+from relay.backends.objects import check_key
+from relay.errors import NotFound, ServiceUnavailable
 
 # Served files are results and reference images: never let a browser reinterpret them
 # (nosniff), run them (sandbox CSP), or keep a stale copy for too long.
@@ -91,26 +86,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def files_routes(roots: list[Path]) -> list[Route]:
-    """GET/HEAD `/{key}` from the first folder in `roots` that has it."""
-    resolved = [r.resolve() for r in roots]
-
-    async def serve(request: Request) -> Response:
-        key: str = request.path_params["key"]
-        ext = key.rpartition(".")[2].lower()
-        media_type = BY_EXT.get(ext)
-        if media_type is None or ext == "json" or not key.startswith(SERVED_PREFIXES):
-            raise NotFound("no such file")
-        try:
-            check_key(key)
-        except BadRequest:
-            raise NotFound("no such file") from None
-        for root in resolved:
-            path = (root / key).resolve()
-            if path.is_relative_to(root) and path.is_file():
-                return FileResponse(path, media_type=media_type, headers=SERVE_HEADERS)
-        raise NotFound("no such file")
-
-    return [Route("/{key:path}", serve, methods=["GET", "HEAD"])]

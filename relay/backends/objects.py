@@ -1,7 +1,7 @@
 """What every object storage backend shares: the seam's Protocol and the key rules.
 
 Low in the house on purpose: the backends (files.py, s3.py) and the factory above them
-(relay/storage.py) all import from here, and nothing here imports them.
+(relay/backends/factory.py) all import from here, and nothing here imports them.
 """
 
 from __future__ import annotations

@@ -6,19 +6,20 @@ import copy
 from typing import Any
 
 from relay.catalogue import KINDS, builtin
+from relay.media import RESULTS
+from relay.models import TASK_ID_RE
 from relay.settings import Settings
-from relay.tasks import MAX_IMAGE_URLS, MAX_PROMPT
+from relay.tasks import MAX_IMAGE_URLS, MAX_PROMPT, MAX_URL
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
 
 Json = dict[str, Any]
 
-TASK_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
-MAX_URL = 2048
+TASK_ID_PATTERN = TASK_ID_RE.pattern  # the one definition, in relay/models.py
 MAX_MODEL = 100
 MAX_IDEMPOTENCY_KEY = 255
-FILE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "video/mp4", "video/webm")
+FILE_MEDIA_TYPES = tuple(sorted({media.content_type for media in RESULTS}))  # what we can have stored
 
 
 def _ref(kind: str, name: str) -> Json:

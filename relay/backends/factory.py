@@ -1,0 +1,81 @@
+"""Every seam opened by its URL's scheme, in one place: the task store, coordination and
+hub from RELAY_REDIS_URL (`memory://`, `redis://`, `rediss://`), object storage from
+RELAY_STORAGE_URL and RELAY_STORAGE_FALLBACK_URL (`file://`, `s3://`). Nothing above
+the seams asks which implementation it got."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from relay.backends.base import Coordination, Hub, TaskStore
+from relay.backends.fallback import FallbackStorage
+from relay.backends.memory import MemoryHub, MemoryStore
+from relay.backends.objects import ObjectStorage
+from relay.settings import Settings
+
+
+def open_backends(settings: Settings) -> tuple[TaskStore, Coordination, Hub]:
+    """The store, coordination and hub for RELAY_REDIS_URL, picked by its scheme."""
+    scheme = urlsplit(settings.redis_url).scheme
+    if scheme == "memory":
+        hub = MemoryHub()
+        memory = MemoryStore(hub)
+        return memory, memory, hub
+    from relay.backends import redis as redis_backend
+
+    # Store and hub always share one Redis: the store's write scripts publish each change
+    # on the channel the hub listens to.
+    client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
+    store = redis_backend.RedisStore(client, ttl=settings.task_ttl)
+    return store, store, redis_backend.RedisHub(settings.redis_url, client)
+
+
+def _open_one(url: str, settings: Settings, *, public_url: str | None) -> ObjectStorage:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        from relay.backends.files import FileStorage
+
+        base = public_url or f"{settings.public_url.rstrip('/')}/files"
+        return FileStorage(file_path(url), base_url=base)
+    if parts.scheme == "s3":
+        from relay.backends.s3 import S3Storage
+
+        if not parts.netloc:
+            raise ValueError(f"storage URL {url!r} names no bucket: use s3://bucket/prefix")
+        return S3Storage(
+            bucket=parts.netloc,
+            prefix=parts.path.strip("/"),
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            public_url=public_url,
+        )
+    raise ValueError(f"unsupported storage URL scheme {parts.scheme!r}: use file:// or s3://")
+
+
+def open_storage(settings: Settings) -> ObjectStorage:
+    """The storage RELAY_STORAGE_URL names, wrapped with the fallback when one is set.
+    Call `await storage.start()` before use and `await storage.aclose()` at shutdown."""
+    # RELAY_STORAGE_PUBLIC_URL describes the primary (an R2 public domain, a CDN in front
+    # of it); the fallback serves its own URLs.
+    primary = _open_one(settings.storage_url, settings, public_url=settings.storage_public_url)
+    if not settings.storage_fallback_url:
+        return primary
+    fallback = _open_one(settings.storage_fallback_url, settings, public_url=None)
+    return FallbackStorage(primary, fallback)
+
+
+def file_path(url: str) -> Path:
+    """The folder of a `file://` URL: `file://./data` is relative, `file:///srv/x` absolute."""
+    return Path(url[len("file://") :] or ".")
+
+
+def local_folders(settings: Settings) -> list[Path]:
+    """The folders of every `file://` storage configured (primary, then fallback)."""
+    return [
+        file_path(url)
+        for url in (settings.storage_url, settings.storage_fallback_url)
+        if url and urlsplit(url).scheme == "file"
+    ]
