@@ -5,264 +5,37 @@ callback endpoint chooses what this process fetches. Every layer is therefore ch
 
 - the URL: http(s) only, host in RELAY_RESULT_HOSTS, https unless the entry is an explicit
   `http://host:port`; every redirect (at most `max_redirects`) is checked again;
-- the address: resolved by us, refused when special (loopback, private, link-local and the
-  metadata address, IPv4-mapped, NAT64, 6to4, ...), connected to by IP, and the socket's
-  peer address checked again, so DNS rebinding and odd literals (`0x7f000001`, `127.1`)
-  meet the same check. Only an explicit `http://host:port` entry skips it;
+- the address: resolved by us, refused when special, connected to by IP, and the socket's
+  peer checked again (relay/netguard.py). Only an explicit `http://host:port` entry skips it;
 - the body: a byte cap, per-phase timeouts plus a total one, and the content recognised by
   its magic bytes, never by the Content-Type header (so no HTML or SVG gets through).
 
 Refusals raise errors from `relay.errors` whose message says why (it becomes the task's
-`mirrorError`): `Forbidden` (policy), `BadRequest` (content), `PayloadTooLarge`, `NotFound`
-(expired URL) are final; `ServiceUnavailable` (network, timeouts, 5xx) is worth a retry.
+`mirrorError`): `Forbidden` (policy), `BadRequest` (content), `PayloadTooLarge`,
+`ResultGone` (403/404/410: an expired link, which a fresh one may cure) are final;
+`ServiceUnavailable` (network, timeouts, 5xx) is worth a retry.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 
 from relay.errors import BadRequest, Forbidden, PayloadTooLarge, ResultGone, ServiceUnavailable
 from relay.media import BY_KIND, RESULTS, SNIFF_BYTES, MediaType, describe, sniff
+from relay.netguard import (
+    GuardedNetworkBackend,
+    GuardedTransport,
+    HostPolicy,
+    Resolver,
+    shown,
+    system_resolver,
+)
 from relay.settings import Settings
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# host, port -> the addresses to try, in order
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-# `ipaddress` calls several of these "global" (NAT64, 6to4, Teredo embed an IPv4 address
-# that may be private), so they are refused by prefix before its own checks run.
-_SPECIAL_V6 = tuple(
-    (ipaddress.IPv6Network(net), why)
-    for net, why in (
-        ("::/96", "an IPv4-compatible IPv6 address"),
-        ("64:ff9b::/96", "a NAT64 address"),
-        ("64:ff9b:1::/48", "a NAT64 address"),
-        ("2002::/16", "a 6to4 address"),
-        ("2001::/32", "a Teredo address"),
-        ("100::/64", "a discard-only address"),
-        ("2001:db8::/32", "a documentation address"),
-        ("fc00::/7", "a private (unique local) address"),
-        ("fec0::/10", "a site-local address"),
-    )
-)
-
-
-def address_refusal(ip: IPAddress) -> str | None:
-    """Why connecting to `ip` is refused, or None when it is an ordinary public address."""
-    if ip.is_unspecified:
-        return "the unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return "an IPv4-mapped IPv6 address"
-        for net, why in _SPECIAL_V6:
-            if ip in net:
-                return why
-    if ip.is_link_local:
-        return "a link-local address (where cloud metadata lives)"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if not ip.is_global:
-        return "not a globally routable address"
-    return None
-
-
-def _norm_host(host: str) -> str:
-    return host.lower().rstrip(".")
-
-
-def _shown(url: httpx.URL) -> str:
-    """The URL for messages and logs: no query (presigned signatures), bounded length."""
-    text = str(url.copy_with(query=None, fragment=None))
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-@dataclass(frozen=True)
-class HostPolicy:
-    """RELAY_RESULT_HOSTS: `host`, `*.domain` (any subdomain) or `http://host:port`."""
-
-    exact: frozenset[str]
-    suffixes: tuple[str, ...]
-    http_origins: frozenset[tuple[str, int]]
-
-    @classmethod
-    def parse(cls, entries: Iterable[str]) -> HostPolicy:
-        exact: set[str] = set()
-        suffixes: list[str] = []
-        http_origins: set[tuple[str, int]] = set()
-        for raw in entries:
-            entry = raw.strip()
-            if not entry:
-                continue
-            if "://" in entry:
-                parts = urlsplit(entry)
-                if parts.scheme not in ("http", "https") or not parts.hostname:
-                    raise ValueError(f"RELAY_RESULT_HOSTS entry {entry!r}: use host, *.domain or http://host:port")
-                if parts.scheme == "http":
-                    http_origins.add((_norm_host(parts.hostname), parts.port or 80))
-                    continue
-                entry = parts.hostname
-            entry = _norm_host(entry)
-            if entry.startswith("*."):
-                if "." not in entry[2:]:
-                    raise ValueError(f"RELAY_RESULT_HOSTS entry {raw!r} is too broad")
-                suffixes.append(entry[1:])
-            elif "*" in entry:
-                raise ValueError(f"RELAY_RESULT_HOSTS entry {raw!r}: only a leading '*.' is supported")
-            else:
-                exact.add(entry.strip("[]"))
-        return cls(frozenset(exact), tuple(suffixes), frozenset(http_origins))
-
-    def trusts(self, host: str, port: int) -> bool:
-        """An explicit `http://host:port` entry: the operator vouches for that exact
-        origin (a simulator on loopback), so its address is not checked."""
-        return (_norm_host(host), port) in self.http_origins
-
-    def check(self, url: httpx.URL) -> None:
-        """Raise `Forbidden` unless `url` may be fetched."""
-        scheme = url.scheme
-        if scheme not in DEFAULT_PORTS:
-            raise Forbidden(
-                f"refused a {scheme or 'relative'}:// URL: results are downloaded over https only",
-                code="download_refused",
-            )
-        host = _norm_host(url.raw_host.decode("ascii", "replace"))
-        port = url.port or DEFAULT_PORTS[scheme]
-        if not host:
-            raise Forbidden(f"refused {_shown(url)}: the URL has no host", code="download_refused")
-        if scheme == "http":
-            if (host, port) not in self.http_origins:
-                raise Forbidden(
-                    f"refused {_shown(url)}: plain http is allowed only for hosts listed as "
-                    "http://host:port in RELAY_RESULT_HOSTS; results are downloaded over https",
-                    code="download_refused",
-                )
-            return
-        if host not in self.exact and not host.endswith(self.suffixes):
-            raise Forbidden(
-                f"refused {_shown(url)}: host {host!r} is not in RELAY_RESULT_HOSTS",
-                code="download_refused",
-            )
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    # Keep the resolver's order (it already sorts by preference), without duplicates.
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, resolving and checking addresses itself before it
-    connects by IP. httpcore still passes the URL's host name to TLS (SNI, certificate
-    check) and httpx sends it as `Host`, so only the address lookup changes hands."""
-
-    def __init__(self, policy: HostPolicy, resolver: Resolver):
-        self.policy = policy
-        self.resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        trusted = self.policy.trusts(host, port)
-        try:
-            addresses = [ipaddress.ip_address(host.strip("[]"))]
-        except ValueError:
-            try:
-                async with asyncio.timeout(timeout):
-                    found = await self.resolver(host, port)
-            except (OSError, TimeoutError) as exc:
-                raise httpcore.ConnectError(f"could not resolve {host}: {exc}") from exc
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
-        if not addresses:
-            raise httpcore.ConnectError(f"{host} has no addresses")
-        if not trusted:
-            # One special address among several refuses the host: a name that points at
-            # both a public and a private address is an attack, not a fallback.
-            for ip in addresses:
-                self._check_address(host, ip)
-        last: Exception | None = None
-        for ip in addresses:
-            try:
-                stream = await self._inner.connect_tcp(
-                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-                continue
-            if not trusted:
-                try:
-                    self._check_peer(host, stream)
-                except Forbidden:
-                    await stream.aclose()
-                    raise
-            return stream
-        assert last is not None
-        raise last
-
-    def _check_address(self, host: str, ip: IPAddress) -> None:
-        why = address_refusal(ip)
-        if why is not None:
-            shown = f"{host} ({ip})" if str(ip) != host.strip("[]") else str(ip)
-            raise Forbidden(
-                f"refused to connect to {shown}: {why}. Only an explicit http://host:port entry "
-                "in RELAY_RESULT_HOSTS allows such an address",
-                code="address_refused",
-            )
-
-    def _check_peer(self, host: str, stream: httpcore.AsyncNetworkStream) -> None:
-        peer = stream.get_extra_info("server_addr")
-        if not peer:
-            raise Forbidden(f"refused {host}: the connected address is unknown", code="address_refused")
-        self._check_address(host, ipaddress.ip_address(str(peer[0]).split("%")[0]))
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise Forbidden("unix sockets are never used for downloads", code="download_refused")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport (exception mapping, streaming) over a pool that uses the guarded
-    backend. httpx 0.28 takes no network backend argument, so the pool is replaced."""
-
-    def __init__(self, backend: GuardedNetworkBackend, limits: httpx.Limits):
-        super().__init__(trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +69,7 @@ class Downloader:
         self.max_redirects = max_redirects
         backend = GuardedNetworkBackend(self.policy, resolver or system_resolver)
         self._client = httpx.AsyncClient(
-            transport=_GuardedTransport(backend, httpx.Limits(max_connections=32, max_keepalive_connections=8)),
+            transport=GuardedTransport(backend, httpx.Limits(max_connections=32, max_keepalive_connections=8)),
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
             follow_redirects=False,  # every hop is checked here, not inside httpx
             trust_env=False,  # no proxy or .netrc from the environment
@@ -318,7 +91,7 @@ class Downloader:
                 return await self._follow(target, kind)
         except TimeoutError:
             raise ServiceUnavailable(
-                f"downloading {_shown(target)} took longer than {self.total_timeout:g}s", code="download_failed"
+                f"downloading {shown(target)} took longer than {self.total_timeout:g}s", code="download_failed"
             ) from None
 
     async def _follow(self, url: httpx.URL, kind: str | None) -> Download:
@@ -337,20 +110,20 @@ class Downloader:
                     await response.aclose()
             except httpx.TimeoutException as exc:
                 raise ServiceUnavailable(
-                    f"timed out fetching {_shown(url)} ({type(exc).__name__})", code="download_failed"
+                    f"timed out fetching {shown(url)} ({type(exc).__name__})", code="download_failed"
                 ) from None
             except httpx.HTTPError as exc:
                 raise ServiceUnavailable(
-                    f"could not fetch {_shown(url)}: {type(exc).__name__}: {exc}", code="download_failed"
+                    f"could not fetch {shown(url)}: {type(exc).__name__}: {exc}", code="download_failed"
                 ) from None
         raise Forbidden(
-            f"refused {_shown(url)}: more than {self.max_redirects} redirects", code="download_refused"
+            f"refused {shown(url)}: more than {self.max_redirects} redirects", code="download_refused"
         )
 
     def _check_status(self, url: httpx.URL, status: int) -> None:
         if 200 <= status < 300:
             return
-        message = f"{_shown(url)} answered HTTP {status}"
+        message = f"{shown(url)} answered HTTP {status}"
         if status in (403, 404, 410):
             # KIE's links expire (download links after 20 minutes, files after 14 days):
             # an expired signed link answers 403, a removed file 404 or 410.
@@ -364,14 +137,14 @@ class Downloader:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise PayloadTooLarge(
-                f"the result at {_shown(url)} is {declared} bytes; the limit for {kind or 'a result'} is {cap}",
+                f"the result at {shown(url)} is {declared} bytes; the limit for {kind or 'a result'} is {cap}",
                 code="download_too_large",
             )
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # Decompressing would let a small response expand past the cap in one chunk.
             raise BadRequest(
-                f"the result at {_shown(url)} came {encoding}-encoded although identity was asked for",
+                f"the result at {shown(url)} came {encoding}-encoded although identity was asked for",
                 code="unsupported_media",
             )
         body = bytearray()
@@ -380,7 +153,7 @@ class Downloader:
             body += chunk
             if len(body) > cap:
                 raise PayloadTooLarge(
-                    f"the result at {_shown(url)} is larger than the {cap}-byte limit for {kind or 'a result'}",
+                    f"the result at {shown(url)} is larger than the {cap}-byte limit for {kind or 'a result'}",
                     code="download_too_large",
                 )
             if media is None and len(body) >= SNIFF_BYTES:
@@ -397,7 +170,7 @@ class Downloader:
             names = ", ".join(sorted(m.ext.upper() for m in allowed))
             what = describe(head) if media is None else f"a {media.kind} ({media.ext.upper()})"
             raise BadRequest(
-                f"the result at {_shown(url)} is {what}, not one of {names} "
+                f"the result at {shown(url)} is {what}, not one of {names} "
                 f"(it was served as {declared!r})",
                 code="unsupported_media",
             )

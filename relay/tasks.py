@@ -44,6 +44,7 @@ class NewTask:
     image_urls: tuple[str, ...]
     options: dict[str, Any]
     parent_task_id: str | None = None
+    kind: str = "image"  # what the model makes, from its catalogue entry
 
     def fingerprint(self) -> bytes:
         return orjson.dumps(
@@ -90,8 +91,9 @@ def parse_new_task(body: Any, catalogue: Catalogue) -> NewTask:
         raise BadRequest("options is nested too deeply") from None
     model = model.strip()
     # The model's own rules (prompt, reference images, options), before anyone is paid.
-    options = catalogue.get(model).check(prompt.strip(), tuple(urls), options, parent)
-    return NewTask(prompt.strip(), model, mode, tuple(urls), options, parent)
+    spec = catalogue.get(model)
+    options = spec.check(prompt.strip(), tuple(urls), options, parent)
+    return NewTask(prompt.strip(), model, mode, tuple(urls), options, parent, spec.kind)
 
 
 def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
@@ -163,7 +165,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
         provider=svc.provider.name,
         model=new.model,
         mode=new.mode,
-        kind=svc.catalogue.get(new.model).kind,
+        kind=new.kind,
         status=Status.PENDING,
         prompt=new.prompt,
         image_urls=new.image_urls,

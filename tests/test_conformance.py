@@ -8,16 +8,20 @@ rebuilt from KIE's record keeps its prompt and reference images.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from relay.catalogue import builtin
-from relay.models import ProviderState
+from relay.errors import ProviderError
+from relay.models import ProviderReport, ProviderState
 from relay.normalize import normalize_callback, normalize_status
 from relay.providers.base import CreateRequest
+from relay.providers.kie import KieClient
 from relay.providers.kie_families import FAMILIES, create_body, recorded_request
 from relay.sim import shapes
 from relay.sim.config import SimConfig
@@ -57,6 +61,7 @@ def check(report: Any, expect: dict[str, Any]) -> None:
         assert report.error is not None and f"(code {expect['errorCode']})" in report.error.message
 
 
+ALL = sorted(p.name for p in FIXTURES.glob("*.json"))
 STATUS = [n for n in fixtures("status") if load(n)["expect"]["state"] is not None]
 CALLBACKS = fixtures("callback")
 
@@ -83,10 +88,51 @@ def test_callbacks_normalize(name: str) -> None:
     check(normalize_callback(orjson.dumps(fixture["payload"])), fixture["expect"])
 
 
-@pytest.mark.parametrize("name", [n for n in fixtures("create") if load(n)["payload"].get("code") == 200])
-def test_create_answers_carry_the_task_id(name: str) -> None:
+def test_every_endpoint_relay_calls_is_one_kie_documents_or_served() -> None:
+    """Relay's endpoint table against KIE's sources (its pages and recorded requests), not
+    against the simulator, which keeps its own table."""
+    known = {str(load(n)["path"]).split()[-1].split("?")[0] for n in ALL if load(n).get("path")}
+    known |= set(re.findall(r"/api/v1/[A-Za-z0-9/_-]+", (FIXTURES / "MODELS.md").read_text()))
+    for name, family in FAMILIES.items():
+        assert {family.create, family.status} <= known, name
+
+
+# What Relay answers its caller for each refusal KIE was recorded giving a create.
+CREATE_REFUSALS = {
+    "This field is required": (400, "provider_rejected_input"),  # not retried: it cannot help
+    "text is required": (400, "provider_rejected_input"),
+    "Please enter callBackUrl.": (400, "provider_rejected_input"),
+    "Record does not exist": (400, "provider_rejected_input"),
+    "Server exception, please try again later": (503, "provider_unavailable"),
+    "Server exception, please try again later or contact customer service": (503, "provider_unavailable"),
+}
+
+
+@pytest.mark.parametrize("name", fixtures("create"))
+async def test_the_client_reads_every_recorded_create_answer(name: str) -> None:
+    """KieClient.create against each recorded answer, served as KIE served it (KIE itself
+    cannot run here, so its recorded bytes stand in for it)."""
     fixture = load(name)
-    assert fixture["payload"]["data"]["taskId"] == fixture["expect"]["taskId"]
+    answer = fixture["payload"]
+    calls = []
+
+    def kie(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(fixture.get("http_status", 200), json=answer)
+
+    client = KieClient("https://api.kie.ai", "key", retry_budget=0, transport=httpx.MockTransport(kie))
+    request = CreateRequest("google/nano-banana", "a fox", "https://relay.test/cb?token=t")
+    try:
+        if answer.get("code") == 200:
+            assert await client.create(request) == fixture["expect"]["taskId"]
+        else:
+            with pytest.raises(ProviderError) as refused:
+                await client.create(request)
+            status, code = CREATE_REFUSALS[answer["msg"]]
+            assert (refused.value.status, refused.value.code) == (status, code)
+            assert answer["msg"] in refused.value.message
+    finally:
+        await client.aclose()
 
 
 # --------------------------------------------------------------------------- create bodies
@@ -148,7 +194,9 @@ def test_a_derived_task_is_named_after_its_parent() -> None:
 
 def test_a_lost_task_is_rebuilt_from_the_double_encoded_param() -> None:
     fixture = load("jobs-status-waiting-real.json")
-    recorded = recorded_request(fixture["payload"]["data"], "jobs", builtin())
+    report = normalize_status(fixture["payload"], family="jobs", task_id=fixture["expect"]["taskId"])
+    recorded = recorded_request(fixture["payload"]["data"], "jobs", builtin(), report)
+    assert recorded.report.state is ProviderState.PENDING
     assert recorded.model == "nano-banana-2"
     assert recorded.prompt.startswith("Remove all elements around the man")
     assert recorded.image_urls == (
@@ -159,8 +207,9 @@ def test_a_lost_task_is_rebuilt_from_the_double_encoded_param() -> None:
 def test_a_lost_dedicated_task_finds_its_model() -> None:
     fixture = load("veo-callback-success-docs.json")
     data = {"paramJson": fixture["payload"]["data"]["promptJson"], "taskId": "veo_task_abcdef123456"}
-    assert recorded_request(data, "veo", builtin()).model == "veo3.1-fast"
-    assert recorded_request(data, "veo", builtin()).prompt == "cat"
+    report = ProviderReport("veo_task_abcdef123456", ProviderState.RUNNING, "veo")
+    recorded = recorded_request(data, "veo", builtin(), report)
+    assert (recorded.model, recorded.prompt) == ("veo3.1-fast", "cat")
 
 
 # --------------------------------------------------------------------------- the simulator's shapes

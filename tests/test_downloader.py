@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from relay.downloader import Downloader, HostPolicy, address_refusal, system_resolver
+from relay.downloader import Downloader
 from relay.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable
 from relay.media import JPEG, PNG
+from relay.netguard import HostPolicy, address_refusal, system_resolver
 from relay.settings import DEFAULT_RESULT_HOSTS, Settings
 from relay.sim.png import gradient_png
 from tests.s3server import LocalServer

@@ -100,15 +100,8 @@ class KieClient:
             body = await self._call("GET", family.status, params={"taskId": task_id}, idempotent=True)
             data = body.get("data")
             if isinstance(data, dict):
-                recorded = recorded_request(data, family.shape, self._catalogue)
-                return ProviderTask(
-                    model=recorded.model,
-                    prompt=recorded.prompt,
-                    image_urls=recorded.image_urls,
-                    callback_url=recorded.callback_url,
-                    created_at=recorded.created_at,
-                    report=normalize_status(body, family=family.shape, task_id=task_id),
-                )
+                report = normalize_status(body, family=family.shape, task_id=task_id)
+                return recorded_request(data, family.shape, self._catalogue, report)
         return None
 
     def result_locations(self) -> tuple[str, ...]:

@@ -15,7 +15,8 @@ from typing import Any, Final
 import orjson
 
 from relay.catalogue import Catalogue, ModelSpec
-from relay.providers.base import CreateRequest
+from relay.models import ProviderReport
+from relay.providers.base import CreateRequest, ProviderTask
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,20 +127,12 @@ def _loads(raw: object) -> object:
     return raw
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What a status answer keeps of the create request."""
-
-    model: str
-    prompt: str
-    image_urls: tuple[str, ...]
-    callback_url: str | None
-    created_at: datetime | None
-
-
-def recorded_request(data: dict[str, Any], family: str, catalogue: Catalogue) -> Recorded:
-    """Read the create request back from `param` (jobs: a JSON string whose `input` is
-    itself a JSON string) or `paramJson` (dedicated families)."""
+def recorded_request(
+    data: dict[str, Any], family: str, catalogue: Catalogue, report: ProviderReport
+) -> ProviderTask:
+    """A status answer's `data` as the task KIE holds: the create request read back from
+    `param` (jobs: a JSON string whose `input` is itself a JSON string) or `paramJson`
+    (dedicated families), with `report`, the task's state."""
     param = _loads(data.get("param") or data.get("paramJson"))
     param = param if isinstance(param, dict) else {}
     nested = _loads(param.get("input")) if "input" in param else None
@@ -156,12 +149,13 @@ def recorded_request(data: dict[str, Any], family: str, catalogue: Catalogue) ->
     if isinstance(created, int | float) and not isinstance(created, bool):
         created_at = datetime.fromtimestamp(created / 1000, UTC)
     callback = param.get("callBackUrl")
-    return Recorded(
+    return ProviderTask(
         model=model_for(family, param, data, catalogue),
         prompt=str(inputs.get("prompt") or ""),
         image_urls=tuple(urls),
         callback_url=callback if isinstance(callback, str) else None,
         created_at=created_at,
+        report=report,
     )
 
 

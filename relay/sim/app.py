@@ -22,7 +22,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.catalogue import Catalogue, builtin
-from relay.providers.kie_families import FAMILIES
 from relay.sim import control, shapes
 from relay.sim.config import SimConfig
 from relay.sim.delivery import CALLBACK_TIMEOUT_SECONDS, auto_finish, finish, now_ms
@@ -272,19 +271,35 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             state.http = None
 
 
+# KIE's endpoints as KIE documents and serves them, written here rather than taken from
+# Relay's client (relay/providers/kie_families.py), so a wrong path in Relay fails against
+# the simulator instead of being copied into it. Sources: tests/fixtures/kie/MODELS.md and
+# the `path` of the recorded fixtures there.
+# family -> (create path, status path)
+ENDPOINTS: Mapping[str, tuple[str, str]] = {
+    "jobs": ("/api/v1/jobs/createTask", "/api/v1/jobs/recordInfo"),
+    "4o": ("/api/v1/gpt4o-image/generate", "/api/v1/gpt4o-image/record-info"),
+    "flux": ("/api/v1/flux/kontext/generate", "/api/v1/flux/kontext/record-info"),
+    "mj": ("/api/v1/mj/generate", "/api/v1/mj/record-info"),
+    "veo": ("/api/v1/veo/generate", "/api/v1/veo/record-info"),
+    "veo-extend": ("/api/v1/veo/extend", "/api/v1/veo/record-info"),
+    "runway": ("/api/v1/runway/generate", "/api/v1/runway/record-detail"),
+    "runway-extend": ("/api/v1/runway/extend", "/api/v1/runway/record-detail"),
+    "aleph": ("/api/v1/aleph/generate", "/api/v1/aleph/record-info"),
+    "suno": ("/api/v1/generate", "/api/v1/generate/record-info"),
+}
+
+
 def _kie_routes() -> list[Route]:
-    routes = []
+    routes = [_kie_route(create, _create_handler(name), "POST") for name, (create, _) in ENDPOINTS.items()]
     status_paths: dict[str, str] = {}
-    for name, family in FAMILIES.items():
-        if family.derived:
-            continue
-        routes.append(_kie_route(family.create, _create_handler(name), "POST"))
-        status_paths.setdefault(family.status, name)
+    for name, (_, status) in ENDPOINTS.items():
+        status_paths.setdefault(status, name)
     routes += [_kie_route(path, _record_handler(name), "GET") for path, name in status_paths.items()]
     return [
         *routes,
-        _kie_route(FAMILIES["veo-1080p"].create, _veo_1080p, "GET"),
-        _kie_route(FAMILIES["veo-4k"].create, _veo_4k, "POST"),
+        _kie_route("/api/v1/veo/get-1080p-video", _veo_1080p, "GET"),
+        _kie_route("/api/v1/veo/get-4k-video", _veo_4k, "POST"),
         _kie_route("/api/v1/chat/credit", _credit, "GET"),
         _kie_route("/api/v1/common/download-url", _download_url, "POST"),
     ]

@@ -92,11 +92,9 @@ def jobs(state: SimState, body: Mapping[str, Any], catalogue: Catalogue) -> Crea
     spec = catalogue.models.get(model)
     # Recorded (jobs-create-gpt-image-edit-apicity.json): a required input field that is
     # missing, e.g. under another model's name, is code 500 "This field is required".
-    required = [] if spec is None or not spec.prompt_required else ["prompt"]
+    required = ["prompt"] if spec is None or spec.prompt_required else []
     if spec is not None and spec.images is not None and spec.images.min > 0:
         required.append(spec.images.field)
-    if spec is None:
-        required = ["prompt"]
     if any(task_input.get(name) in (None, "", []) for name in required):
         raise Invalid("This field is required", 500)
     prompt = _prompt(task_input.get("prompt"), "input.prompt", required=False)

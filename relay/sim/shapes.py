@@ -256,7 +256,8 @@ def suno_record(task: SimTask) -> Json:
 
 
 def upscale_record(task: SimTask) -> Json:
-    """veo-status-1080p-docs.json / veo-create-4k-docs.json: the link once it exists."""
+    """veo-status-1080p-docs.json / veo-create-4k-docs.json: the link once it exists. The
+    answer before then is not documented; a null link is an assumption."""
     o = task.outcome
     url = task.result_urls[0] if o is not None and o.success else None
     if task.family == "veo-1080p":
@@ -370,6 +371,8 @@ def suno_stage(task: SimTask, stage: str) -> Json:
 
 
 def progress_callback(task: SimTask) -> Json:
-    """A jobs progress callback (Sora 2's progressCallBackUrl): the recordInfo data while
-    generating, with `progress` 0..100."""
+    """A jobs progress callback (Sora 2's progressCallBackUrl). KIE's page names the URL
+    (jobs-create-sora-2-docs.json) but shows no payload and none was recorded: this is
+    an assumption, the recordInfo data while generating with its `progress` 0..100 (the
+    one field KIE-API.md §3 documents for sora2)."""
     return {"code": 200, "msg": "success", "data": jobs_record(task)}
