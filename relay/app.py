@@ -27,6 +27,7 @@ from relay.middleware import JSONCORSMiddleware, RequestContext
 from relay.openapi import openapi_endpoint
 from relay.services import Services
 from relay.settings import Settings, mask_url
+from relay.webhooks import routes as webhook_routes
 
 log = logging.getLogger("relay")
 STATIC = Path(__file__).parent / "static"
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *callbacks.routes,
         *events.routes,
         *uploads.routes,
+        *webhook_routes.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if (files := files_mount(settings)) is not None:

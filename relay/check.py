@@ -23,6 +23,7 @@ from relay.lifespan import open_provider
 from relay.models import Mode, Status, Task, utcnow
 from relay.settings import Settings, mask_url
 from relay.storage_keys import check_probe_key
+from relay.webhooks.messages import endpoint_label
 
 LinkCheck = Callable[[], Awaitable[str]]
 
@@ -62,7 +63,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
         file=out,
     )
     print("\nLinks:", file=out)
-    store, coordination, hub = open_backends(settings)
+    store, coordination, hub, outbox = open_backends(settings)
     provider = open_provider(settings, catalogue)
     storage = open_storage(settings)
     downloader = Downloader(settings)
@@ -154,6 +155,23 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
                 raise RuntimeError(f"{url} answered {response.status_code} {code}, not Relay's callback route")
             return f"{url} reaches a Relay callback route (it refused a tokenless callback, as it should)"
 
+        async def check_webhooks() -> str:
+            # The outbox lives with the store; a 410 Gone from an endpoint disabled it.
+            pending, oldest = await outbox.backlog()
+            disabled = await outbox.disabled()
+            age = f", the oldest {time.time() - min(oldest.values()):.0f} s old" if oldest else ""
+            backlog = f"{pending} message{'' if pending == 1 else 's'} waiting{age}"
+            if disabled:
+                shown = "; ".join(f"{endpoint_label(url)} ({why})" for url, why in disabled.items())
+                raise RuntimeError(
+                    f"disabled endpoint(s): {shown}; nothing is sent there until "
+                    f"`relay webhooks enable URL` ({backlog})"
+                )
+            if not settings.webhook_secrets:
+                return f"off (RELAY_WEBHOOK_URL and RELAY_WEBHOOK_SECRET not set); {backlog}"
+            target = mask_url(settings.webhook_url) if settings.webhook_url else "per-task webhookUrl only"
+            return f"sending {settings.webhook_events} changes to {target}; {backlog}"
+
         links: list[tuple[str, LinkCheck]] = [
             ("store", check_store),
             ("hub", check_hub),
@@ -161,6 +179,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
             ("provider", check_provider),
             ("results", check_results),
             ("public url", check_public_url),
+            ("webhooks", check_webhooks),
         ]
         for name, check in links:
             verdicts.append(await _run(name, check))

@@ -113,6 +113,37 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2 if problems else (0 if ok else 1)
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    """List disabled webhook endpoints, or enable one again (it answered 410 Gone)."""
+    import asyncio
+
+    from relay.backends import open_backends
+    from relay.settings import Settings
+
+    settings, _ = Settings.read()
+
+    async def run() -> int:
+        backends = open_backends(settings)
+        try:
+            if args.action == "enable":
+                if not args.url:
+                    print("relay webhooks enable: give the endpoint URL", file=sys.stderr)
+                    return 2
+                found = await backends.outbox.enable(args.url)
+                print(f"{args.url}: {'enabled again' if found else 'was not disabled'}")
+                return 0
+            disabled = await backends.outbox.disabled()
+            for url, why in disabled.items():
+                print(f"{url}\t{why}")
+            if not disabled:
+                print("no endpoint is disabled")
+            return 0
+        finally:
+            await backends.store.aclose()
+
+    return asyncio.run(run())
+
+
 def cmd_kie_sim(args: argparse.Namespace) -> int:
     from relay.sim import SimConfig, create_sim_app
 
@@ -192,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="print the configuration and test every link (store, hub, storage, KIE, public URL)")
     check.set_defaults(func=cmd_check)
+
+    hooks = sub.add_parser("webhooks", help="list disabled webhook endpoints, or enable one again")
+    hooks.add_argument("action", choices=("disabled", "enable"))
+    hooks.add_argument("url", nargs="?")
+    hooks.set_defaults(func=cmd_webhooks)
 
     demo = sub.add_parser("demo", help="run Relay and the KIE simulator on embedded defaults")
     demo.add_argument("--host", default="127.0.0.1")

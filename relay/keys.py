@@ -38,3 +38,21 @@ def lease(task_id: str) -> str:
 def rate(scope: str, client: str, window_index: int) -> str:
     """A fixed-window request counter, shared by every instance."""
     return f"{PREFIX}:rate:{scope}:{client}:{window_index}"
+
+
+# Outbound webhooks (relay/webhooks/): messages waiting to be sent, by when they are due.
+OUTBOX_DUE = f"{PREFIX}:outbox:due"
+# Messages that gave up, by when they did (listable, redeliverable).
+OUTBOX_FAILED = f"{PREFIX}:outbox:failed"
+# Endpoints that answered 410 Gone: URL -> when and why.
+WEBHOOKS_DISABLED = f"{PREFIX}:webhooks:disabled"
+
+
+def outbox_message(delivery_id: str) -> str:
+    """One outbound message to one endpoint, with its attempts."""
+    return f"{PREFIX}:outbox:msg:{delivery_id}"
+
+
+def task_deliveries(task_id: str) -> str:
+    """The ids of a task's outbound messages, oldest first."""
+    return f"{PREFIX}:task:{task_id}:deliveries"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sse_starlette.sse import AppStatus
 
@@ -18,12 +18,14 @@ from relay.idempotency import Settler
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
 from relay.mirror import Mirror
+from relay.models import Task
 from relay.providers.base import Provider
 from relay.providers.kie import KieClient
 from relay.reconcile import Reconciler
 from relay.recovery import Recovery
 from relay.services import Services
 from relay.settings import Settings
+from relay.webhooks.sender import Sender
 
 log = logging.getLogger("relay")
 
@@ -44,7 +46,7 @@ def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
-        store, coordination, hub = open_backends(settings)
+        store, coordination, hub, outbox = open_backends(settings)
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(hub.aclose)
         await hub.start()
@@ -56,6 +58,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(storage.aclose)
         downloader = Downloader(settings)
         stack.push_async_callback(downloader.aclose)
+        webhooks = Sender(settings, outbox) if settings.webhook_secrets else None
+        if webhooks is not None:
+            stack.push_async_callback(webhooks.aclose)
         # Closed first (the stack unwinds in reverse): background jobs stop before the
         # clients they use.
         background = Supervisor()
@@ -88,15 +93,29 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             create_limit=RateLimit(coordination, "create", settings.rate_create),
             callback_limit=RateLimit(coordination, "callback", settings.rate_callback),
             streams=StreamCap(settings.max_streams_per_client),
+            outbox=outbox,
+            webhooks=webhooks,
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
         reconciler = Reconciler(store, coordination, provider, ingestor, settings, mirror=mirror)
         background.spawn(reconciler.run(), name="relay-reconciler")
+        if webhooks is not None:
+            ingestor.listeners.append(_waker(webhooks))
+            background.spawn(webhooks.run(), name="relay-webhook-sender")
         if settings.auth == "none":
             log.warning("RELAY_AUTH=none: every task is readable by anyone who knows its id")
         if settings.demo:
             log.warning("demo mode: using a throwaway RELAY_SECRET; tokens die with this process")
         yield services
+
+
+def _waker(sender: Sender) -> Callable[[Task, Task], Awaitable[None]]:
+    """This instance's own changes are sent at once, not at the next look at the outbox."""
+
+    async def wake(before: Task, after: Task) -> None:
+        sender.wake()
+
+    return wake
 
 
 async def _watch_shutdown(services: Services) -> None:

@@ -19,3 +19,15 @@ RECONCILER_POLLS = Counter("relay_reconciler_polls_total", "Provider status quer
 MIRROR = Counter("relay_mirror_total", "Result mirroring passes", ["outcome"])
 REDIS_RECONNECTS = Counter("relay_redis_reconnects_total", "Redis pub/sub reconnects")
 KIE_ERRORS = Counter("relay_kie_errors_total", "KIE answers that were errors", ["code"])
+WEBHOOK_DELIVERIES = Counter(
+    "relay_webhook_deliveries_total",
+    "Outbound webhook attempts by endpoint (scheme://host:port) and outcome: delivered, retried, failed",
+    ["endpoint", "outcome"],
+)
+WEBHOOK_PENDING = Gauge("relay_webhook_pending", "Outbound webhook messages waiting to be delivered (all instances)")
+WEBHOOK_OLDEST = Gauge(
+    "relay_webhook_oldest_undelivered_seconds", "Age of the oldest undelivered webhook message", ["endpoint"]
+)
+WEBHOOK_DISABLED = Gauge(
+    "relay_webhook_endpoint_disabled", "1 while an endpoint is disabled (it answered 410 Gone)", ["endpoint"]
+)

@@ -129,10 +129,11 @@ class Task:
     progress: float | None = None
     completed_at: datetime | None = None
     mirror_error: str | None = None
-    # Internal, never sent to browsers: the hash of the callback URL token, and the owner
-    # (a JWT subject) when users are authenticated.
+    # Internal, never sent to browsers: the hash of the callback URL token, the owner
+    # (a JWT subject) when users are authenticated, and the creator's own webhook URL.
     callback_hash: str = ""
     owner: str | None = None
+    webhook_url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -171,6 +172,8 @@ class Task:
         """The stored form: the public object plus the internal fields. Spliced onto the
         cached public JSON, since every write needs both."""
         internal: dict[str, Any] = {"callbackHash": self.callback_hash, "owner": self.owner}
+        if self.webhook_url:
+            internal["webhookUrl"] = self.webhook_url
         if self.extra:
             internal["extra"] = self.extra
         return self.public_json[:-1] + b"," + orjson.dumps(internal)[1:]
@@ -202,6 +205,7 @@ class Task:
             version=d["version"],
             callback_hash=d.get("callbackHash", ""),
             owner=d.get("owner"),
+            webhook_url=d.get("webhookUrl"),
             extra=d.get("extra") or {},
         )
 

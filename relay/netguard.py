@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,17 +81,41 @@ def shown(url: httpx.URL) -> str:
 
 @dataclass(frozen=True)
 class HostPolicy:
-    """RELAY_RESULT_HOSTS: `host`, `*.domain` (any subdomain) or `http://host:port`."""
+    """RELAY_RESULT_HOSTS (or RELAY_WEBHOOK_HOSTS): `host`, `*.domain` (any subdomain) or
+    `http://host:port`. `pinned` URLs are the operator's own (RELAY_WEBHOOK_URL): their
+    origin is allowed and trusted like an explicit `http://host:port` entry."""
 
     exact: frozenset[str]
     suffixes: tuple[str, ...]
     http_origins: frozenset[tuple[str, int]]
+    pinned: frozenset[tuple[str, int]] = frozenset()
+    setting: str = "RELAY_RESULT_HOSTS"
+    purpose: str = field(default="results are downloaded", compare=False)
+    code: str = "download_refused"
 
     @classmethod
-    def parse(cls, entries: Iterable[str]) -> HostPolicy:
+    def parse(
+        cls,
+        entries: Iterable[str],
+        *,
+        setting: str = "RELAY_RESULT_HOSTS",
+        purpose: str = "results are downloaded",
+        code: str = "download_refused",
+        pinned: Iterable[str] = (),
+    ) -> HostPolicy:
         exact: set[str] = set()
         suffixes: list[str] = []
         http_origins: set[tuple[str, int]] = set()
+        pins: set[tuple[str, int]] = set()
+        for url in pinned:
+            parts = urlsplit(url)
+            if parts.scheme in DEFAULT_PORTS and parts.hostname:
+                origin = (_norm_host(parts.hostname), parts.port or DEFAULT_PORTS[parts.scheme])
+                pins.add(origin)
+                if parts.scheme == "http":
+                    http_origins.add(origin)
+                else:
+                    exact.add(origin[0])
         for raw in entries:
             entry = raw.strip()
             if not entry:
@@ -99,7 +123,7 @@ class HostPolicy:
             if "://" in entry:
                 parts = urlsplit(entry)
                 if parts.scheme not in ("http", "https") or not parts.hostname:
-                    raise ValueError(f"RELAY_RESULT_HOSTS entry {entry!r}: use host, *.domain or http://host:port")
+                    raise ValueError(f"{setting} entry {entry!r}: use host, *.domain or http://host:port")
                 if parts.scheme == "http":
                     http_origins.add((_norm_host(parts.hostname), parts.port or 80))
                     continue
@@ -107,44 +131,43 @@ class HostPolicy:
             entry = _norm_host(entry)
             if entry.startswith("*."):
                 if "." not in entry[2:]:
-                    raise ValueError(f"RELAY_RESULT_HOSTS entry {raw!r} is too broad")
+                    raise ValueError(f"{setting} entry {raw!r} is too broad")
                 suffixes.append(entry[1:])
             elif "*" in entry:
-                raise ValueError(f"RELAY_RESULT_HOSTS entry {raw!r}: only a leading '*.' is supported")
+                raise ValueError(f"{setting} entry {raw!r}: only a leading '*.' is supported")
             else:
                 exact.add(entry.strip("[]"))
-        return cls(frozenset(exact), tuple(suffixes), frozenset(http_origins))
+        return cls(
+            frozenset(exact), tuple(suffixes), frozenset(http_origins), frozenset(pins), setting, purpose, code
+        )
 
     def trusts(self, host: str, port: int) -> bool:
-        """An explicit `http://host:port` entry: the operator vouches for that exact
-        origin (a simulator on loopback), so its address is not checked."""
-        return (_norm_host(host), port) in self.http_origins
+        """An explicit `http://host:port` entry (or a pinned URL): the operator vouches for
+        that exact origin (a simulator on loopback), so its address is not checked."""
+        origin = (_norm_host(host), port)
+        return origin in self.http_origins or origin in self.pinned
 
     def check(self, url: httpx.URL) -> None:
         """Raise `Forbidden` unless `url` may be fetched."""
         scheme = url.scheme
         if scheme not in DEFAULT_PORTS:
             raise Forbidden(
-                f"refused a {scheme or 'relative'}:// URL: results are downloaded over https only",
-                code="download_refused",
+                f"refused a {scheme or 'relative'}:// URL: {self.purpose} over https only", code=self.code
             )
         host = _norm_host(url.raw_host.decode("ascii", "replace"))
         port = url.port or DEFAULT_PORTS[scheme]
         if not host:
-            raise Forbidden(f"refused {shown(url)}: the URL has no host", code="download_refused")
+            raise Forbidden(f"refused {shown(url)}: the URL has no host", code=self.code)
         if scheme == "http":
             if (host, port) not in self.http_origins:
                 raise Forbidden(
                     f"refused {shown(url)}: plain http is allowed only for hosts listed as "
-                    "http://host:port in RELAY_RESULT_HOSTS; results are downloaded over https",
-                    code="download_refused",
+                    f"http://host:port in {self.setting}; {self.purpose} over https",
+                    code=self.code,
                 )
             return
         if host not in self.exact and not host.endswith(self.suffixes):
-            raise Forbidden(
-                f"refused {shown(url)}: host {host!r} is not in RELAY_RESULT_HOSTS",
-                code="download_refused",
-            )
+            raise Forbidden(f"refused {shown(url)}: host {host!r} is not in {self.setting}", code=self.code)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -213,7 +236,7 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
             shown = f"{host} ({ip})" if str(ip) != host.strip("[]") else str(ip)
             raise Forbidden(
                 f"refused to connect to {shown}: {why}. Only an explicit http://host:port entry "
-                "in RELAY_RESULT_HOSTS allows such an address",
+                f"in {self.policy.setting} allows such an address",
                 code="address_refused",
             )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from relay.backends.base import Coordination, Hub, TaskStore
+from relay.backends.base import Coordination, Hub, Outbox, TaskStore
 from relay.backends.objects import ObjectStorage
 from relay.background import Supervisor
 from relay.catalogue import Catalogue
@@ -18,6 +18,7 @@ from relay.mirror import Mirror
 from relay.providers.base import Provider
 from relay.recovery import Recovery
 from relay.settings import Settings
+from relay.webhooks.sender import Sender
 
 
 @dataclass
@@ -38,3 +39,5 @@ class Services:
     create_limit: RateLimit
     callback_limit: RateLimit
     streams: StreamCap
+    outbox: Outbox
+    webhooks: Sender | None  # None when no webhook secret is configured

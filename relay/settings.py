@@ -7,6 +7,8 @@ valid value looks like.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from collections.abc import Mapping
@@ -20,9 +22,12 @@ LogFormat = Literal["json", "console"]
 
 KIE_BASE_URL = "https://api.kie.ai"
 SECRET_FIELDS = frozenset(
-    {"secret", "kie_api_key", "kie_webhook_hmac_key", "s3_secret_access_key", "jwt_secret"}
+    {"secret", "kie_api_key", "kie_webhook_hmac_key", "s3_secret_access_key", "jwt_secret", "webhook_secrets"}
 )
 DEFAULT_RESULT_HOSTS = ("*.aiquickdraw.com", "*.redpandaai.co", "*.kie.ai")
+# Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (then failed).
+DEFAULT_WEBHOOK_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+WebhookEvents = Literal["terminal", "all"]
 
 
 class SettingsError(Exception):
@@ -85,6 +90,13 @@ class Settings:
     redis_max_connections: int = 200
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+    # Outbound webhooks to the app's own backend (relay/webhooks/).
+    webhook_url: str | None = None
+    webhook_secrets: tuple[str, ...] = ()  # whsec_...; the first signs, all during a rotation
+    webhook_hosts: tuple[str, ...] = ()  # where a per-task webhookUrl may point
+    webhook_events: WebhookEvents = "terminal"
+    webhook_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE
+    webhook_timeout: float = 15.0
     # Set by `relay demo` only: a throwaway secret was generated, and start-up says so.
     demo: bool = field(default=False)
 
@@ -161,6 +173,12 @@ class Settings:
             redis_max_connections=int(r.number("redis_max_connections", 200, low=2)),
             log_format=cast(LogFormat, r.choice("log_format", "console" if demo else "json", ("json", "console"))),
             log_level=r.choice("log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            webhook_url=r.opt_url("webhook_url"),
+            webhook_secrets=r.items("webhook_secrets"),
+            webhook_hosts=r.items("webhook_hosts"),
+            webhook_events=cast(WebhookEvents, r.choice("webhook_events", "terminal", ("terminal", "all"))),
+            webhook_schedule=r.delays("webhook_schedule", DEFAULT_WEBHOOK_SCHEDULE),
+            webhook_timeout=r.number("webhook_timeout", 15.0, low=0.1),
             demo=demo,
         )
         return settings, r.problems + settings.problems()
@@ -189,6 +207,16 @@ class Settings:
                 )
         elif len(self.secret) < 32:
             out.append("RELAY_SECRET is too short: use at least 32 random characters")
+        if (self.webhook_url or self.webhook_hosts) and not self.webhook_secrets:
+            out.append(
+                "RELAY_WEBHOOK_SECRET is required when RELAY_WEBHOOK_URL or RELAY_WEBHOOK_HOSTS is set: "
+                "whsec_ followed by base64 of at least 24 random bytes (e.g. whsec_$(openssl rand -base64 32))"
+            )
+        for n, secret in enumerate(self.webhook_secrets, 1):
+            if not _is_whsec(secret):
+                out.append(
+                    f"RELAY_WEBHOOK_SECRET entry {n} is not whsec_ followed by base64 of at least 24 bytes"
+                )
         return out
 
     def with_demo_secret(self) -> Settings:
@@ -206,7 +234,7 @@ class Settings:
             if f.name in SECRET_FIELDS:
                 out[name] = "(set)" if value else "(not set)"
             elif isinstance(value, tuple):
-                out[name] = ",".join(value)
+                out[name] = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
             elif isinstance(value, str) and "://" in value:
                 out[name] = mask_url(value)
             else:
@@ -263,7 +291,22 @@ ENV_NAMES: Mapping[str, str] = {
     "s3_region": "RELAY_S3_REGION",
     "s3_access_key_id": "RELAY_S3_ACCESS_KEY_ID",
     "s3_secret_access_key": "RELAY_S3_SECRET_ACCESS_KEY",
+    "webhook_url": "RELAY_WEBHOOK_URL",
+    "webhook_secrets": "RELAY_WEBHOOK_SECRET",
+    "webhook_hosts": "RELAY_WEBHOOK_HOSTS",
+    "webhook_events": "RELAY_WEBHOOK_EVENTS",
+    "webhook_schedule": "RELAY_WEBHOOK_SCHEDULE",
+    "webhook_timeout": "RELAY_WEBHOOK_TIMEOUT",
 }
+
+
+def _is_whsec(secret: str) -> bool:
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret[6:] + "==", validate=False)) >= 24
+    except (ValueError, binascii.Error):
+        return False
 
 
 def mask_url(url: str) -> str:
@@ -332,3 +375,18 @@ class _Reader:
 
     def items(self, field_name: str) -> tuple[str, ...]:
         return tuple(v.strip() for v in self.text(field_name, "").split(",") if v.strip())
+
+    def delays(self, field_name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        """Comma-separated seconds, e.g. 0,5,300."""
+        name, _ = self._raw(field_name)
+        raw = self.items(field_name)
+        if not raw:
+            return default
+        try:
+            values = tuple(float(v) for v in raw)
+        except ValueError:
+            values = ()
+        if not values or any(v < 0 for v in values):
+            self.problems.append(f"{name}={','.join(raw)!r} must be seconds >= 0, comma-separated (e.g. 0,5,300)")
+            return default
+        return values

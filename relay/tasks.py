@@ -20,6 +20,7 @@ from relay.models import TASK_ID_RE, Mode, Status, Task, utcnow
 from relay.parsing import ascii_int
 from relay.providers.base import CreateRequest
 from relay.services import Services
+from relay.webhooks.sender import check_task_webhook
 
 log = logging.getLogger("relay.tasks")
 
@@ -45,10 +46,11 @@ class NewTask:
     options: dict[str, Any]
     parent_task_id: str | None = None
     kind: str = "image"  # what the model makes, from its catalogue entry
+    webhook_url: str | None = None  # where this task's own changes are announced
 
     def fingerprint(self) -> bytes:
         return orjson.dumps(
-            [self.prompt, self.model, self.image_urls, self.options, self.parent_task_id],
+            [self.prompt, self.model, self.image_urls, self.options, self.parent_task_id, self.webhook_url],
             option=orjson.OPT_SORT_KEYS,
         )
 
@@ -57,7 +59,7 @@ def parse_new_task(body: Any, catalogue: Catalogue) -> NewTask:
     """Strict validation of `POST /api/tasks`: every refusal says what to fix."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object like {\"prompt\": \"...\"}")
-    unknown = set(body) - {"prompt", "imageUrls", "model", "options", "parentTaskId"}
+    unknown = set(body) - {"prompt", "imageUrls", "model", "options", "parentTaskId", "webhookUrl"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     prompt = body.get("prompt", "")
@@ -89,11 +91,14 @@ def parse_new_task(body: Any, catalogue: Catalogue) -> NewTask:
             raise BadRequest(f"options is larger than {MAX_OPTIONS} bytes")
     except orjson.JSONEncodeError:
         raise BadRequest("options is nested too deeply") from None
+    webhook = body.get("webhookUrl")
+    if webhook is not None and (not isinstance(webhook, str) or not 0 < len(webhook) <= MAX_URL):
+        raise BadRequest(f"webhookUrl must be an http(s) URL of at most {MAX_URL} characters", code="webhook_refused")
     model = model.strip()
     # The model's own rules (prompt, reference images, options), before anyone is paid.
     spec = catalogue.get(model)
     options = spec.check(prompt.strip(), tuple(urls), options, parent)
-    return NewTask(prompt.strip(), model, mode, tuple(urls), options, parent, spec.kind)
+    return NewTask(prompt.strip(), model, mode, tuple(urls), options, parent, spec.kind, webhook)
 
 
 def links(request: Request, svc: Services, task_id: str) -> dict[str, str]:
@@ -119,6 +124,8 @@ async def create_task(request: Request) -> JSONResponse:
     new = parse_new_task(
         parse_json(await read_body(request, svc.settings.max_body, svc.settings.read_timeout)), svc.catalogue
     )
+    if new.webhook_url is not None:
+        check_task_webhook(svc.settings, new.webhook_url)
     if new.parent_task_id is not None:
         await _check_parent(svc, request, new)
     idem_header = request.headers.get("idempotency-key")
@@ -173,6 +180,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
         updated_at=now,
         callback_hash=auth.token_hash(callback_token),
         owner=owner,
+        webhook_url=new.webhook_url,
     )
 
     async def store_task() -> None:

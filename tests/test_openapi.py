@@ -124,6 +124,7 @@ def test_every_route_is_documented() -> None:
         "/api/tasks", "/api/tasks/{taskId}", "/api/task-status", "/api/tasks/{taskId}/events", "/api/events",
         "/api/callbacks/kie", "/api/callback", "/api/callbacks/kie/", "/api/callback/", "/api/uploads", "/healthz", "/readyz", "/api/health",
         "/metrics", "/", "/openapi.json", "/files/{key}", "/api/models",
+        "/api/tasks/{taskId}/deliveries", "/api/tasks/{taskId}/deliveries/redeliver",
     }
     assert set(documented) == contract
 

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from relay.fanout import Subscription
 from relay.models import Task
+from relay.webhooks.messages import Attempt, Delivery, State
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +110,36 @@ class Hub(Protocol):
     async def ping(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class Outbox(Protocol):
+    """Outbound webhook messages. The store queues them in the same atomic step as the
+    change they announce; any instance may send them. `claim` lends a due message to one
+    sender for `lease` seconds: if that sender dies, the message is due again after it."""
+
+    async def claim(self, now: float, lease: float, holder: str, limit: int) -> list[Delivery]: ...
+
+    async def finish(
+        self, delivery: Delivery, attempt: Attempt, state: State, next_at: float | None, keep: float
+    ) -> bool:
+        """Record an attempt; False if the lease was lost meanwhile (nothing is written)."""
+        ...
+
+    async def for_task(self, task_id: str) -> list[Delivery]: ...
+
+    async def redeliver(self, task_id: str, now: float) -> int:
+        """Queue every message of the task again, due now; how many."""
+        ...
+
+    async def backlog(self) -> tuple[int, dict[str, float]]:
+        """How many messages wait, and the creation time of the oldest per endpoint URL
+        (among the next ones due)."""
+        ...
+
+    async def disable(self, url: str, why: str) -> None: ...
+
+    async def enable(self, url: str) -> bool: ...
+
+    async def disabled(self) -> dict[str, str]:
+        """Endpoint URL -> why it was disabled (a 410 Gone)."""
+        ...

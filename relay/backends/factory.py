@@ -6,29 +6,42 @@ the seams asks which implementation it got."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from relay.backends.base import Coordination, Hub, TaskStore
+from relay.backends.base import Coordination, Hub, Outbox, TaskStore
 from relay.backends.fallback import FallbackStorage
 from relay.backends.memory import MemoryHub, MemoryStore
+from relay.backends.memory_outbox import MemoryOutbox
 from relay.backends.objects import ObjectStorage
 from relay.settings import Settings
+from relay.webhooks.messages import Announcer
 
 
-def open_backends(settings: Settings) -> tuple[TaskStore, Coordination, Hub]:
-    """The store, coordination and hub for RELAY_REDIS_URL, picked by its scheme."""
+class Backends(NamedTuple):
+    store: TaskStore
+    coordination: Coordination
+    hub: Hub
+    outbox: Outbox
+
+
+def open_backends(settings: Settings) -> Backends:
+    """The store, coordination, hub and outbox for RELAY_REDIS_URL, picked by its scheme.
+    They always share one server: the store's writes publish each change on the hub's
+    channel and queue its webhook messages in the outbox, in the same atomic step."""
     scheme = urlsplit(settings.redis_url).scheme
+    announcer = Announcer(settings)
     if scheme == "memory":
         hub = MemoryHub()
-        memory = MemoryStore(hub)
-        return memory, memory, hub
+        outbox = MemoryOutbox()
+        memory = MemoryStore(hub, outbox=outbox, announcer=announcer)
+        return Backends(memory, memory, hub, outbox)
     from relay.backends import redis as redis_backend
+    from relay.backends.redis_outbox import RedisOutbox
 
-    # Store and hub always share one Redis: the store's write scripts publish each change
-    # on the channel the hub listens to.
     client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
-    store = redis_backend.RedisStore(client, ttl=settings.task_ttl)
-    return store, store, redis_backend.RedisHub(settings.redis_url, client)
+    store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer)
+    return Backends(store, store, redis_backend.RedisHub(settings.redis_url, client), RedisOutbox(client))
 
 
 def _open_one(url: str, settings: Settings, *, public_url: str | None) -> ObjectStorage:

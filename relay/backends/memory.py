@@ -9,8 +9,10 @@ import time
 from collections.abc import Iterable
 
 from relay.backends.base import Page, history_cursor
+from relay.backends.memory_outbox import MemoryOutbox
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.models import Task
+from relay.webhooks.messages import Announcer
 
 
 class MemoryStore:
@@ -18,8 +20,16 @@ class MemoryStore:
     publishes the change on its hub in the same step, so nothing above the seam needs to
     know which store it has."""
 
-    def __init__(self, hub: MemoryHub | None = None) -> None:
+    def __init__(
+        self,
+        hub: MemoryHub | None = None,
+        *,
+        outbox: MemoryOutbox | None = None,
+        announcer: Announcer | None = None,
+    ) -> None:
         self._hub = hub
+        self._outbox = outbox
+        self._announcer = announcer
         self._tasks: dict[str, Task] = {}
         self._parked: dict[str, list[tuple[float, str, bytes]]] = {}
         self._claims: dict[str, tuple[float, str]] = {}
@@ -44,6 +54,8 @@ class MemoryStore:
         return True
 
     def _published(self, task: Task) -> None:
+        if self._outbox is not None and self._announcer is not None:
+            self._outbox.enqueue(self._announcer.messages(task, time.time()))
         if self._hub is not None:
             self._hub.deliver(task)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,14 +25,32 @@ from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.models import Task
 from relay.parsing import ascii_int
+from relay.webhooks.messages import Announcer
 
 log = logging.getLogger("relay.redis")
 
 # Both scripts end by publishing the change, so a write and its event are one atomic step
 # and one round trip: no change is stored without being announced, or announced unstored.
 
-# KEYS: task, index, open, channel.
-# ARGV: version, record, ttl_ms, created_ms, updated_ms, task_id, terminal, event
+# Both scripts also queue the change's outbound webhook messages (relay/webhooks/) in the
+# same step: KEYS then go on with the outbox's due set, the task's delivery list and one
+# hash per message; ARGV with now (ms) and five values per message. `K` is the number of
+# keys before them.
+_ENQUEUE = """
+local n = #KEYS - K - 2
+for i = 1, n do
+  local a = 9 + (i - 1) * 5
+  redis.call('HSET', KEYS[K + 2 + i], 'id', ARGV[a + 1], 'msg', ARGV[a + 2], 'url', ARGV[a + 3],
+    'type', ARGV[a + 4], 'body', ARGV[a + 5], 'task', ARGV[6], 'created', ARGV[9],
+    'state', 'pending', 'tries', 0, 'next', ARGV[9], 'lease', '', 'log', '[]')
+  redis.call('ZADD', KEYS[K + 1], ARGV[9], ARGV[a + 1])
+  redis.call('RPUSH', KEYS[K + 2], ARGV[a + 1])
+end
+if n > 0 then redis.call('PEXPIRE', KEYS[K + 2], ARGV[3]) end
+"""
+
+# KEYS: task, index, open, channel (+ outbox). ARGV: version, record, ttl_ms, created_ms,
+# updated_ms, task_id, terminal, event (+ now_ms, messages)
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
@@ -41,11 +60,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - tonumber(ARG
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[3], ARGV[6])
 else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6]) end
 redis.call('PUBLISH', KEYS[4], ARGV[8])
-return 1
-"""
+local K = 4
+""" + _ENQUEUE + "return 1"
 
-# KEYS: task, open, channel.
-# ARGV: expected_version, version, record, ttl_ms, updated_ms, task_id, terminal, event
+# KEYS: task, open, channel (+ outbox). ARGV: expected_version, version, record, ttl_ms,
+# updated_ms, task_id, terminal, event (+ now_ms, messages)
 _REPLACE = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
@@ -53,14 +72,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[6])
 else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
 redis.call('PUBLISH', KEYS[3], ARGV[8])
-return 1
-"""
+local K = 3
+""" + _ENQUEUE + "return 1"
 
 OPEN_TASKS = f"{keys.PREFIX}:open"
 
 
 def _ms(ts: float) -> int:
     return int(ts * 1000)
+
+
+async def call(coro: Any) -> Any:
+    """Await one Redis command, its connection failures as `StoreUnavailable`."""
+    try:
+        return await coro
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
 
 
 def connect(url: str, *, max_connections: int) -> aioredis.Redis:
@@ -77,26 +104,38 @@ def connect(url: str, *, max_connections: int) -> aioredis.Redis:
 
 class RedisStore:
 
-    def __init__(self, client: aioredis.Redis, *, ttl: float):
+    def __init__(self, client: aioredis.Redis, *, ttl: float, announcer: Announcer | None = None):
         self._r = client
         self._ttl_ms = _ms(ttl)
+        self._announcer = announcer
         self._insert = client.register_script(_INSERT)
         self._replace = client.register_script(_REPLACE)
 
     async def _call(self, coro: Any) -> Any:
-        try:
-            return await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
+        return await call(coro)
+
+    def _outbox(self, task: Task) -> tuple[list[str], list[Any]]:
+        """The extra KEYS and ARGV that queue this change's webhook messages."""
+        now = time.time()
+        messages = self._announcer.messages(task, now) if self._announcer is not None else []
+        if not messages:
+            return [], []  # the script's loop then runs zero times
+        extra_keys = [keys.OUTBOX_DUE, keys.task_deliveries(task.task_id)]
+        extra_keys += [keys.outbox_message(m.delivery_id) for m in messages]
+        extra_args: list[Any] = [_ms(now)]
+        for m in messages:
+            extra_args += [m.delivery_id, m.msg_id, m.url, m.type, m.body]
+        return extra_keys, extra_args
 
     async def get(self, task_id: str) -> Task | None:
         raw = await self._call(self._r.hget(keys.task(task_id), "d"))
         return Task.from_record(raw) if raw is not None else None
 
     async def insert(self, task: Task) -> bool:
+        extra_keys, extra_args = self._outbox(task)
         result = await self._call(
             self._insert(
-                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, keys.EVENTS_CHANNEL],
+                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, keys.EVENTS_CHANNEL, *extra_keys],
                 args=[
                     task.version,
                     task.to_record(),
@@ -106,15 +145,17 @@ class RedisStore:
                     task.task_id,
                     int(task.terminal),
                     TaskEvent.of(task).encode(),
+                    *extra_args,
                 ],
             )
         )
         return bool(result)
 
     async def replace(self, task: Task, expected_version: int) -> bool:
+        extra_keys, extra_args = self._outbox(task)
         result = await self._call(
             self._replace(
-                keys=[keys.task(task.task_id), OPEN_TASKS, keys.EVENTS_CHANNEL],
+                keys=[keys.task(task.task_id), OPEN_TASKS, keys.EVENTS_CHANNEL, *extra_keys],
                 args=[
                     expected_version,
                     task.version,
@@ -124,6 +165,7 @@ class RedisStore:
                     task.task_id,
                     int(task.terminal),
                     TaskEvent.of(task).encode(),
+                    *extra_args,
                 ],
             )
         )

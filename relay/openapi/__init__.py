@@ -37,6 +37,7 @@ from relay.openapi.schemas import (
     _task_list_schema,
     _task_schema,
 )
+from relay.openapi.webhooks import DELIVERY_SCHEMA, WEBHOOKS, webhook_paths
 from relay.settings import Settings
 
 
@@ -55,8 +56,11 @@ def document(settings: Settings) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": settings.public_url}],
-        "tags": [{"name": name} for name in ("tasks", "events", "callbacks", "uploads", "operations")],
-        "paths": _paths(settings, task_security),
+        "tags": [
+            {"name": name} for name in ("tasks", "events", "callbacks", "uploads", "webhooks", "operations")
+        ],
+        "paths": {**_paths(settings, task_security), **webhook_paths(task_security)},
+        "webhooks": copy.deepcopy(WEBHOOKS),
         "components": {
             "schemas": {
                 "Error": copy.deepcopy(ERROR_SCHEMA),
@@ -70,6 +74,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Upload": copy.deepcopy(UPLOAD_SCHEMA),
                 "Health": copy.deepcopy(HEALTH_SCHEMA),
                 "Readiness": copy.deepcopy(READINESS_SCHEMA),
+                "Delivery": copy.deepcopy(DELIVERY_SCHEMA),
             },
             "responses": {name: _error_response(status) for status, (name, _) in ERROR_RESPONSES.items()},
             "headers": {

@@ -212,6 +212,14 @@ CREATE_TASK_SCHEMA: Json = {
                 "X-Parent-Token when RELAY_AUTH=token)."
             ),
         },
+        "webhookUrl": {
+            "type": "string",
+            "maxLength": MAX_URL,
+            "description": (
+                "Where this task's changes are also announced (signed webhooks). Its host must be "
+                "in RELAY_WEBHOOK_HOSTS, else 400 webhook_refused."
+            ),
+        },
     },
 }
 
