@@ -64,6 +64,7 @@ async def test_healthy_and_broken_configurations(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert verdicts(ok.stdout) == {
         "store": True, "hub": True, "storage": True, "provider": True, "results": True, "public url": True,
+        "webhooks": True,
     }
     assert "Topology:  instances sharing one Redis" in ok.stdout and "Providers: kie at" in ok.stdout
     assert "Verdict: all links ok" in ok.stdout
@@ -84,7 +85,7 @@ async def test_healthy_and_broken_configurations(
         assert seen[link] is False, (link, result.stdout)
         assert f"broken: {link}" in result.stdout or link in result.stdout.rsplit("Verdict:", 1)[1], result.stdout
         # Only the link we broke (and the hub, which shares Redis with the store) fails.
-        others = {name for name, good in seen.items() if not good} - {link, "hub" if link == "store" else ""}
+        others = {name for name, good in seen.items() if not good} - {link, *(("hub", "webhooks") if link == "store" else ())}
         assert not others, (link, result.stdout)
     bad_key = run_check(**{**healthy, "KIE_API_KEY": "a-key-kie-refuses"})
     assert "KIE_API_KEY" in bad_key.stdout, "the provider link says which setting to fix"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import sys
 from typing import Any
 
@@ -14,8 +15,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from relay import keys
 from tests.conftest import StartRelay
 from tests.helpers import create, metric, wait_status
+from tests.servers import RedisServer
 from tests.waiting import until
 from tests.webhook_receiver import Received, connection_counter, receiver
 
@@ -229,3 +232,83 @@ async def test_deliveries_are_private(start_relay: StartRelay, sim: str, client:
         assert (await client.get(bare)).status_code == 401
         assert (await client.post(f"{bare}/redeliver")).status_code == 401
         assert len(await deliveries(client, task)) == 1
+
+
+async def test_never_lost_across_an_instance_kill_and_a_redis_restart(
+    start_relay: StartRelay, private_redis: RedisServer, sim: str, client: httpx.AsyncClient
+) -> None:
+    """200 tasks finish while one of two instances is SIGKILLed and Redis (AOF) is
+    restarted: every terminal change is acknowledged once by the receiver's dedupe, and
+    the outbox ends empty."""
+    total = 200
+    async with receiver() as rx:
+        env = hooks_env(
+            rx.url,
+            RELAY_WEBHOOK_SCHEDULE="0,0.2,0.5,1,1,2,2,2,2,2,2,2",
+            RELAY_RECONCILE_AFTER="1", RELAY_RECONCILE_INTERVAL="0.5", RELAY_RATE_CREATE="10000",
+            RELAY_WEBHOOK_TIMEOUT="2",
+        )
+        rx.delay = 0.05  # so the victim is holding messages in flight when it dies
+        victim = start_relay(private_redis.url, **env)
+        survivor = start_relay(private_redis.url, **env)
+        await client.patch(f"{sim}/sim/config", json={"callback_delay": 0.5, "failure_rate": 0.2})
+        tasks: list[dict[str, Any]] = []
+
+        async def create_on(relay_url: str, n: int) -> None:
+            for _ in range(50):  # bounded: a create may meet Redis restarting
+                try:
+                    answer = await client.post(f"{relay_url}/api/tasks", json={"prompt": f"ledger {n}"})
+                except httpx.HTTPError:
+                    answer = None
+                if answer is not None and answer.status_code == 202:
+                    tasks.append(answer.json())
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"task {n} could not be created")
+
+        await asyncio.gather(*(create_on(victim.url if n % 2 else survivor.url, n) for n in range(total // 2)))
+        await until(lambda: _processed(rx, 20), timeout=20, what="deliveries under way")
+        victim.stop(signal.SIGKILL)
+        private_redis.restart()
+        await asyncio.gather(*(create_on(survivor.url, n) for n in range(total // 2, total)))
+
+        async def all_terminal() -> list[dict[str, Any]] | None:
+            finals = []
+            for task in tasks:
+                url = task["statusUrl"].replace(victim.url, survivor.url)
+                answer = await client.get(url)
+                if answer.status_code != 200 or answer.json()["status"] not in ("completed", "failed"):
+                    return None
+                finals.append(answer.json())
+            return finals
+
+        finals = await until(all_terminal, timeout=60, what="every task terminal", interval=0.5)
+        terminal = {f["taskId"]: f for f in finals}
+
+        async def all_acknowledged() -> bool:
+            acked = {verified(r)["data"]["taskId"] for r in rx.processed.values()}
+            return set(terminal) <= acked
+
+        await until(all_acknowledged, timeout=40, what="every terminal change acknowledged", interval=0.2)
+        redis = private_redis.client()
+        try:
+            await until(
+                lambda: _empty(redis), timeout=15, what="the outbox to drain"
+            )
+        finally:
+            redis.close()
+        by_task: dict[str, list[Any]] = {}
+        for record in rx.processed.values():
+            body = verified(record)
+            by_task.setdefault(body["data"]["taskId"], []).append(body)
+        for task_id, final in terminal.items():
+            bodies = by_task[task_id]
+            assert len(bodies) == 1, f"{task_id}: one terminal version, one message"
+            assert bodies[0]["type"] == f"task.{final['status']}"
+            assert bodies[0]["data"]["version"] == final["version"]
+        print(f"\n{total} tasks: {len(rx.requests)} requests, {len(rx.processed)} processed, "
+              f"{rx.duplicates} duplicates acknowledged again (deduplicated by webhook-id)")
+
+
+async def _empty(redis: Any) -> bool:
+    return int(redis.zcard(keys.OUTBOX_DUE)) == 0

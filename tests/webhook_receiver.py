@@ -48,6 +48,7 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     processed: dict[str, Received] = field(default_factory=dict)  # first 2xx per webhook-id
     duplicates: int = 0  # 2xx-acknowledged again after being processed once
+    delay: float = 0.0  # a slow receiver: seconds before each answer
 
     @property
     def url(self) -> str:
@@ -55,6 +56,8 @@ class Receiver:
 
     async def _endpoint(self, request: Request) -> Response:
         body = await request.body()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         msg_id = request.headers.get("webhook-id", "")
         seen = sum(1 for r in self.requests if r.headers.get("webhook-id") == msg_id)
         status = self.answer(request, seen)

@@ -38,7 +38,9 @@ from relay.webhooks.messages import Attempt, Delivery, State, endpoint_label
 
 log = logging.getLogger("relay.webhooks")
 
-LEASE = 60.0  # > the attempt timeout, so a live sender never loses its message mid-attempt
+# A claim outlives one attempt (RELAY_WEBHOOK_TIMEOUT) by this much, so a live sender
+# never loses its message mid-attempt and a dead one delays it by seconds, not minutes.
+LEASE_MARGIN = 5.0
 SLOTS = 16  # attempts in flight per instance
 IDLE = 1.0  # how often an idle sender looks for work other instances queued
 GAUGES_EVERY = 5.0
@@ -101,6 +103,7 @@ class Sender:
     def __init__(self, settings: Settings, outbox: Outbox, *, resolver: Resolver | None = None):
         self.outbox = outbox
         self.schedule = settings.webhook_schedule
+        self.lease = settings.webhook_timeout + LEASE_MARGIN
         self.keep = settings.task_ttl  # how long delivered and failed messages stay listable
         self.signer = Signer(settings.webhook_secrets)
         self.holder = secrets.token_hex(8)
@@ -137,7 +140,7 @@ class Sender:
                 batch: list[Delivery] = []
                 if free > 0:
                     try:
-                        batch = await self.outbox.claim(time.time(), LEASE, self.holder, free)
+                        batch = await self.outbox.claim(time.time(), self.lease, self.holder, free)
                     except RelayError as exc:
                         log.warning("webhook outbox unreachable (%s); trying again", exc.message)
                 for delivery in batch:
