@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -21,6 +22,9 @@ from relay import callbacks, events, metrics, tasks, uploads
 from relay.errors import RelayError
 from relay.files import files_mount
 from relay.http import JSONResponse
+from relay.legacy import routes as legacy_routes
+from relay.legacy.routes import PATHS as LEGACY_PATHS
+from relay.legacy.shapes import error as legacy_error
 from relay.lifespan import open_services
 from relay.logs import configure_logging
 from relay.middleware import JSONCORSMiddleware, RequestContext
@@ -37,24 +41,30 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+def error_response(request: Request, status: int, code: str, message: str, headers: Any = None) -> Response:
+    # The legacy routes' front ends read `success` and a string `error` (relay/legacy/shapes.py).
+    settings = getattr(request.app.state, "settings", None)
+    legacy = settings is not None and settings.legacy_routes and request.url.path in LEGACY_PATHS
+    body = legacy_error(code, message) if legacy else error_body(code, message)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 async def relay_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RelayError)
     if exc.status >= 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+    return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body("internal_error", "something went wrong on our side; it has been logged"), status_code=500
-    )
+    return error_response(request, 500, "internal_error", "something went wrong on our side; it has been logged")
 
 
 async def healthz(request: Request) -> Response:
@@ -109,6 +119,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/api/health", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi_endpoint),
+        # First, so that with RELAY_LEGACY_ROUTES=on /api/task-status answers their shape.
+        *(legacy_routes.routes if settings.legacy_routes else []),
         *tasks.routes,
         *callbacks.routes,
         *events.routes,

@@ -57,6 +57,7 @@ class Stream:
         task_ids: list[str],
         sent: dict[str, int],
         finish: Callable[[], None],
+        render: Callable[[TaskEvent], bytes] | None = None,
     ):
         self.svc = svc
         self.sub = sub
@@ -66,6 +67,7 @@ class Stream:
         self.sent = {task_id: sent.get(task_id, 0) for task_id in task_ids}
         self.done: set[str] = set()
         self.first: list[TaskEvent] = []
+        self.render = render  # another wire shape for each event (the legacy poll stream)
 
     def frame(self, event: TaskEvent) -> bytes | None:
         if event.version <= self.sent.get(event.task_id, event.version):
@@ -74,6 +76,8 @@ class Stream:
         if event.terminal:
             self.done.add(event.task_id)
         metrics.EVENTS_SENT.inc()
+        if self.render is not None:
+            return self.render(event)
         if self.multi:
             # The id names every task's version, so Last-Event-ID resumes all of them.
             ids = ",".join(f"{t}:{v}" for t, v in self.sent.items())
@@ -143,13 +147,32 @@ class Stream:
 async def open_stream(
     request: Request, task_ids: list[str], tokens: list[str | None]
 ) -> Response | EventStreamResponse:
+    """A stream of tasks the caller shows a token (or JWT) for, one per task."""
     svc: Services = request.app.state.services
-    callers = []
+    callers = {}
     for task_id, token in zip(task_ids, tokens, strict=True):
         if not TASK_ID_RE.fullmatch(task_id):
             raise BadRequest(f"taskId must match {TASK_ID_RE.pattern}", code="invalid_task_id")
-        callers.append(authorize_task(svc.settings, request, task_id, token))
-    client = callers[0].key
+        callers[task_id] = authorize_task(svc.settings, request, task_id, token)
+    return await stream_tasks(
+        request,
+        task_ids,
+        client=callers[task_ids[0]].key,
+        check=lambda task: ensure_owner(callers[task.task_id], task),
+    )
+
+
+async def stream_tasks(
+    request: Request,
+    task_ids: list[str],
+    *,
+    client: str,
+    check: Callable[[Task], None],
+    render: Callable[[TaskEvent], bytes] | None = None,
+) -> Response | EventStreamResponse:
+    """Subscribe, then snapshot (each snapshot passed to `check`, which raises to refuse),
+    then stream. `client` is what the per-client stream cap counts against."""
+    svc: Services = request.app.state.services
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     svc.streams.acquire(client)
     sub = svc.hub.subscribe(task_ids)  # before the snapshot: nothing can fall in between
@@ -160,12 +183,12 @@ async def open_stream(
             svc.streams.release(client)
 
     try:
-        stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids), finish)
-        for task_id, caller in zip(task_ids, callers, strict=True):
+        stream = Stream(svc, sub, task_ids, parse_last_event_id(last, task_ids), finish, render)
+        for task_id in task_ids:
             task = await svc.recovery.load(task_id)
             if task is None:
                 raise TaskNotFound(f"no task {task_id!r} (it may have expired)")
-            ensure_owner(caller, task)
+            check(task)
             stream.note_snapshot(task)
     except BaseException:
         finish()

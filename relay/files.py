@@ -11,7 +11,7 @@ from starlette.routing import Mount, Route
 
 from relay.backends.factory import local_folders
 from relay.backends.files import SERVE_HEADERS
-from relay.backends.objects import SERVED_PREFIXES, check_key
+from relay.backends.objects import DOWNLOAD_NAME, SERVED_PREFIXES, check_key
 from relay.errors import BadRequest, NotFound
 from relay.media import BY_EXT
 from relay.settings import Settings
@@ -34,10 +34,20 @@ def files_routes(roots: list[Path]) -> list[Route]:
         for root in resolved:
             path = (root / key).resolve()
             if path.is_relative_to(root) and path.is_file():
-                return FileResponse(path, media_type=media_type, headers=SERVE_HEADERS)
+                return FileResponse(path, media_type=media_type, headers=_headers(request))
         raise NotFound("no such file")
 
     return [Route("/{key:path}", serve, methods=["GET", "HEAD"])]
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """`?download=name` (from /api/download-url) asks for a "save as" of that name."""
+    name = request.query_params.get("download")
+    if name is None:
+        return SERVE_HEADERS
+    if not DOWNLOAD_NAME.fullmatch(name):
+        raise BadRequest("download must be a plain file name (letters, digits, '.', '_', '-')")
+    return {**SERVE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
 
 
 def files_mount(settings: Settings) -> Mount | None:

@@ -56,3 +56,13 @@ def outbox_message(delivery_id: str) -> str:
 def task_deliveries(task_id: str) -> str:
     """The ids of a task's outbound messages, oldest first."""
     return f"{PREFIX}:task:{task_id}:deliveries"
+
+
+def share(share_id: str) -> str:
+    """One public share (relay/backends/shares.py)."""
+    return f"{PREFIX}:share:{share_id}"
+
+
+def shares_index(mode: str | None) -> str:
+    """Shares by creation time: all of them, or one mode's (the gallery filter)."""
+    return f"{PREFIX}:shares:{mode or 'all'}"

@@ -46,7 +46,7 @@ def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
-        store, coordination, hub, outbox = open_backends(settings)
+        store, coordination, hub, outbox, shares = open_backends(settings)
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(hub.aclose)
         await hub.start()
@@ -95,6 +95,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             streams=StreamCap(settings.max_streams_per_client),
             outbox=outbox,
             webhooks=webhooks,
+            shares=shares,
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
         reconciler = Reconciler(store, coordination, provider, ingestor, settings, mirror=mirror)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from relay.backends.base import Coordination, Hub, Outbox, TaskStore
+from relay.backends.base import Coordination, Hub, Outbox, Shares, TaskStore
 from relay.backends.objects import ObjectStorage
 from relay.background import Supervisor
 from relay.catalogue import Catalogue
@@ -41,3 +41,4 @@ class Services:
     streams: StreamCap
     outbox: Outbox
     webhooks: Sender | None  # None when no webhook secret is configured
+    shares: Shares

@@ -97,6 +97,8 @@ class Settings:
     webhook_events: WebhookEvents = "terminal"
     webhook_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_SCHEDULE
     webhook_timeout: float = 15.0
+    # The routes existing front ends call (relay/legacy/); `relay demo` turns them on.
+    legacy_routes: bool = False
     # Set by `relay demo` only: a throwaway secret was generated, and start-up says so.
     demo: bool = field(default=False)
 
@@ -179,6 +181,7 @@ class Settings:
             webhook_events=cast(WebhookEvents, r.choice("webhook_events", "terminal", ("terminal", "all"))),
             webhook_schedule=r.delays("webhook_schedule", DEFAULT_WEBHOOK_SCHEDULE),
             webhook_timeout=r.number("webhook_timeout", 15.0, low=0.1),
+            legacy_routes=r.choice("legacy_routes", "on" if demo else "off", ("on", "off")) == "on",
             demo=demo,
         )
         return settings, r.problems + settings.problems()
@@ -297,6 +300,7 @@ ENV_NAMES: Mapping[str, str] = {
     "webhook_events": "RELAY_WEBHOOK_EVENTS",
     "webhook_schedule": "RELAY_WEBHOOK_SCHEDULE",
     "webhook_timeout": "RELAY_WEBHOOK_TIMEOUT",
+    "legacy_routes": "RELAY_LEGACY_ROUTES",
 }
 
 

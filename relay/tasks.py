@@ -124,22 +124,33 @@ async def create_task(request: Request) -> JSONResponse:
     new = parse_new_task(
         parse_json(await read_body(request, svc.settings.max_body, svc.settings.read_timeout)), svc.catalogue
     )
-    if new.webhook_url is not None:
-        check_task_webhook(svc.settings, new.webhook_url)
     if new.parent_task_id is not None:
         await _check_parent(svc, request, new)
-    idem_header = request.headers.get("idempotency-key")
-    if idem_header is not None and not 0 < len(idem_header) <= 255:
+    task, created = await submit(
+        svc, new, owner=caller.user, caller_key=caller.key, idempotency_key=request.headers.get("idempotency-key")
+    )
+    headers = {} if created else {"Idempotent-Replayed": "true"}
+    return JSONResponse({**task.public(), **links(request, svc, task.task_id)}, status_code=202, headers=headers)
+
+
+async def submit(
+    svc: Services, new: NewTask, *, owner: str | None, caller_key: str, idempotency_key: str | None
+) -> tuple[Task, bool]:
+    """Create `new` once: per Idempotency-Key for 24 h, per identical request of the same
+    caller for a few seconds. Every create route comes through here. Returns the task and
+    whether this call created it."""
+    if new.webhook_url is not None:
+        check_task_webhook(svc.settings, new.webhook_url)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
-    key, ttl = idempotency.claim_key(caller.key, idem_header, new.fingerprint())
+    key, ttl = idempotency.claim_key(caller_key, idempotency_key, new.fingerprint())
     task_id, created = await idempotency.once(
-        svc.coordination, key, ttl, lambda: start_task(svc, new, caller.user), svc.settler
+        svc.coordination, key, ttl, lambda: start_task(svc, new, owner), svc.settler
     )
     task = await svc.store.get(task_id)
     if task is None:
         raise TaskNotFound(f"task {task_id!r} from an earlier identical request has expired")
-    headers = {} if created else {"Idempotent-Replayed": "true"}
-    return JSONResponse({**task.public(), **links(request, svc, task_id)}, status_code=202, headers=headers)
+    return task, created
 
 
 async def _check_parent(svc: Services, request: Request, new: NewTask) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import email.message
 import email.utils
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -152,6 +153,12 @@ async def read_field(
 
 
 async def upload(request: Request) -> Response:
+    return JSONResponse(await receive_upload(request), status_code=201)
+
+
+async def receive_upload(request: Request) -> dict[str, Any]:
+    """Read one multipart `file`, check it is an image, store it: `{url, key, contentType,
+    size}`. Every upload route comes through here."""
     services = request.app.state.services
     # Uploads are the first step of a creation: they count against the same limit.
     await services.create_limit.check(identify(services.settings, request).key)
@@ -182,9 +189,7 @@ async def upload(request: Request) -> Response:
         )
     key = upload_key(media.ext)
     url = await storage.put(key, data, media.content_type)
-    return JSONResponse(
-        {"url": url, "key": key, "contentType": media.content_type, "size": len(data)}, status_code=201
-    )
+    return {"url": url, "key": key, "contentType": media.content_type, "size": len(data)}
 
 
 routes: list[Route] = [Route("/api/uploads", upload, methods=["POST"])]

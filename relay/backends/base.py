@@ -4,8 +4,10 @@ and a distributed one (`redis://`, `s3://`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
+
+import orjson
 
 from relay.fanout import Subscription
 from relay.models import Task
@@ -16,6 +18,33 @@ from relay.webhooks.messages import Attempt, Delivery, State
 class Page:
     items: list[Task]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A result made public on purpose (the legacy share routes)."""
+
+    share_id: str
+    task_id: str
+    index: int
+    url: str  # our stored copy of the result
+    kind: str  # image, video or audio
+    mode: str  # text-to-image or image-to-image
+    prompt: str
+    style: str | None
+    created: float  # unix seconds
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Share:
+        return cls(**orjson.loads(raw))
+
+    @property
+    def cursor(self) -> str:
+        return f"{int(self.created * 1000):015d}:{self.share_id}"
+
 
 
 def history_cursor(task: Task) -> str:
@@ -142,4 +171,16 @@ class Outbox(Protocol):
 
     async def disabled(self) -> dict[str, str]:
         """Endpoint URL -> why it was disabled (a 410 Gone)."""
+        ...
+
+
+class Shares(Protocol):
+    """Results made public on purpose (the legacy share routes) and their gallery."""
+
+    async def add(self, share: Share) -> None: ...
+
+    async def get(self, share_id: str) -> Share | None: ...
+
+    async def page(self, *, mode: str | None, limit: int, cursor: str | None) -> tuple[list[Share], str | None]:
+        """Newest first, optionally one mode's; the cursor of the next page, if any."""
         ...

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from relay.backends.base import Coordination, Hub, Outbox, TaskStore
+from relay.backends.base import Coordination, Hub, Outbox, Shares, TaskStore
 from relay.backends.fallback import FallbackStorage
 from relay.backends.memory import MemoryHub, MemoryStore
 from relay.backends.memory_outbox import MemoryOutbox
 from relay.backends.objects import ObjectStorage
+from relay.backends.shares import MemoryShares, RedisShares
 from relay.settings import Settings
 from relay.webhooks.messages import Announcer
 
@@ -23,6 +24,7 @@ class Backends(NamedTuple):
     coordination: Coordination
     hub: Hub
     outbox: Outbox
+    shares: Shares
 
 
 def open_backends(settings: Settings) -> Backends:
@@ -35,13 +37,14 @@ def open_backends(settings: Settings) -> Backends:
         hub = MemoryHub()
         outbox = MemoryOutbox()
         memory = MemoryStore(hub, outbox=outbox, announcer=announcer)
-        return Backends(memory, memory, hub, outbox)
+        return Backends(memory, memory, hub, outbox, MemoryShares())
     from relay.backends import redis as redis_backend
     from relay.backends.redis_outbox import RedisOutbox
 
     client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
     store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer)
-    return Backends(store, store, redis_backend.RedisHub(settings.redis_url, client), RedisOutbox(client))
+    redis_hub = redis_backend.RedisHub(settings.redis_url, client)
+    return Backends(store, store, redis_hub, RedisOutbox(client), RedisShares(client, ttl=settings.task_ttl))
 
 
 def _open_one(url: str, settings: Settings, *, public_url: str | None) -> ObjectStorage:

@@ -65,6 +65,13 @@ class FallbackStorage:
     async def url(self, key: str) -> str:
         return await self.primary.url(key)
 
+    async def download_url(self, key: str, filename: str, *, current_url: str | None = None) -> str:
+        # The object lives where its stored URL points: the fallback took it if that URL
+        # is the fallback's.
+        if current_url is not None and _bare(current_url) == _bare(await self.fallback.url(key)):
+            return await self.fallback.download_url(key, filename)
+        return await self.primary.download_url(key, filename)
+
     async def ping(self) -> None:
         # Ready means "a result written now is kept": either side will do, but say so.
         try:
@@ -72,3 +79,7 @@ class FallbackStorage:
         except ServiceUnavailable as exc:
             log.warning("primary storage unavailable (%s); the fallback takes writes", exc.message)
             await self.fallback.ping()
+
+
+def _bare(url: str) -> str:
+    return url.split("?", 1)[0]

@@ -66,6 +66,9 @@ class FileStorage:
     async def url(self, key: str) -> str:
         return f"{self.base_url}/{quote(check_key(key))}"
 
+    async def download_url(self, key: str, filename: str, *, current_url: str | None = None) -> str:
+        return f"{await self.url(key)}?download={quote(filename)}"
+
     async def ping(self) -> None:
         ok = await asyncio.to_thread(lambda: self.root.is_dir() and os.access(self.root, os.W_OK))
         if not ok:

@@ -21,6 +21,10 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-
 SERVED_PREFIXES = (GENERATED, UPLOADS)
 
 
+# What a download may be called: the legacy front ends' "save as" name.
+DOWNLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+
+
 def check_key(key: str) -> str:
     if len(key) > 512 or not _KEY_RE.fullmatch(key) or ".." in key:
         raise BadRequest(f"invalid storage key {key[:80]!r}", code="invalid_key")
@@ -52,6 +56,12 @@ class ObjectStorage(Protocol):
     async def url(self, key: str) -> str:
         """A URL that serves the object: RELAY_STORAGE_PUBLIC_URL-based when set, else a
         presigned GET (S3) or `{RELAY_PUBLIC_URL}/files/{key}` (local folder)."""
+        ...
+
+    async def download_url(self, key: str, filename: str, *, current_url: str | None = None) -> str:
+        """A URL that downloads the object as an attachment named `filename` (a presigned
+        GET that sets Content-Disposition, or `/files/{key}?download=`). `current_url` is
+        where the object is known to be served now, when a wrapper must pick a side."""
         ...
 
     async def ping(self) -> None:

@@ -143,6 +143,20 @@ class S3Storage:
             raise self._unreachable("sign a URL for", key, exc) from exc
         return url
 
+    async def download_url(self, key: str, filename: str, *, current_url: str | None = None) -> str:
+        # Always presigned, even with a public domain: only a signed request may ask S3 to
+        # answer with Content-Disposition: attachment.
+        params = {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+        }
+        try:
+            url: str = await self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=PRESIGN_SECONDS)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._unreachable("sign a download URL for", key, exc) from exc
+        return url
+
     async def ping(self) -> None:
         try:
             await self.client.head_bucket(Bucket=self.bucket)
