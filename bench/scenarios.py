@@ -300,6 +300,9 @@ async def fanout(env: Env) -> ScenarioResult:
     result.add("final state lost", final_missing, "", "low")
     result.add("intermediate versions not delivered", skipped, "", "low")
     result.add("duplicated deliveries", got.duplicates, "", "low")
+    if target.kind == "relay":  # nchan never ends a stream
+        result.add("streams not ended by the server after completion",
+                   sum(1 for r in reports.values() if not r["ended"]), "", "low")
     if skipped and target.kind == "relay":
         result.notes.append(
             "Relay keeps only the newest state per task for a stream that is behind, so a skipped "

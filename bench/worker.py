@@ -253,6 +253,9 @@ class Worker:
                     if stream.ready is not None:
                         await asyncio.wait_for(asyncio.shield(stream.ready), timeout)
                     statuses[stream.status] += 1
+                    if ready_on_event and stream.status != 200:
+                        # Refused (e.g. 503): an open failure, not a stream that later "lost" updates.
+                        raise ConnectionRefusedError(f"HTTP {stream.status}")
                 except (OSError, TimeoutError, ConnectionError) as exc:
                     errors[type(exc).__name__ + (f": {exc}" if str(exc) else "")] += 1
                     stream.ready = None

@@ -92,14 +92,21 @@ async def call(coro: Any) -> Any:
 
 def connect(url: str, *, max_connections: int) -> aioredis.Redis:
     """The command client: bounded per-command timeouts, an explicit pool size (redis-py's
-    default of 100 is a limit we would rather choose), and health checks on idle sockets."""
-    return aioredis.Redis.from_url(
+    default of 100 is a limit we would rather choose), and health checks on idle sockets.
+
+    The pool blocks (up to the command timeout) when every connection is busy: redis-py's
+    default pool raises "Too many connections" at once, which a burst of requests (a few
+    hundred streams opening while Redis pauses for a moment) turned into 503s on a healthy
+    store, and EventSource does not retry after a 503."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
+        timeout=5,  # waiting for a free connection; then ConnectionError -> StoreUnavailable
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=15,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisStore:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from relay.http import JSONResponse
+from relay.openapi.legacy import LEGACY_ERROR, legacy_paths
 from relay.openapi.paths import _paths
 from relay.openapi.responses import ERROR_RESPONSES, _error_response, _security
 from relay.openapi.schemas import (
@@ -57,9 +58,13 @@ def document(settings: Settings) -> dict[str, Any]:
         },
         "servers": [{"url": settings.public_url}],
         "tags": [
-            {"name": name} for name in ("tasks", "events", "callbacks", "uploads", "webhooks", "operations")
+            {"name": name} for name in ("tasks", "events", "callbacks", "uploads", "webhooks", "legacy", "operations")
         ],
-        "paths": {**_paths(settings, task_security), **webhook_paths(task_security)},
+        "paths": {
+            **_paths(settings, task_security),
+            **webhook_paths(task_security),
+            **(legacy_paths() if settings.legacy_routes else {}),
+        },
         "webhooks": copy.deepcopy(WEBHOOKS),
         "components": {
             "schemas": {
@@ -75,6 +80,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Health": copy.deepcopy(HEALTH_SCHEMA),
                 "Readiness": copy.deepcopy(READINESS_SCHEMA),
                 "Delivery": copy.deepcopy(DELIVERY_SCHEMA),
+                "LegacyError": copy.deepcopy(LEGACY_ERROR),
             },
             "responses": {name: _error_response(status) for status, (name, _) in ERROR_RESPONSES.items()},
             "headers": {
