@@ -43,7 +43,7 @@ async def test_a_burst_of_streams_while_redis_pauses_gets_every_final_state(
 
     redis = private_redis.client()
     try:
-        redis.execute_command("CLIENT", "PAUSE", "800", "ALL")
+        redis.client_pause(800, all=True)
     finally:
         redis.close()
     async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=STREAMS + 5)) as streams:
