@@ -244,3 +244,15 @@ def test_open_storage_and_mount_by_scheme(tmp_path: Path) -> None:
 def test_unsafe_keys_are_refused(key: str) -> None:
     with pytest.raises(BadRequest):
         check_key(key)
+
+
+async def test_download_links_ask_for_a_save_as(opened: Opened) -> None:
+    """The legacy download route's link: the same bytes, as an attachment with our name."""
+    url = await opened.storage.put("generated/dl-task/0.png", PNG, "image/png")
+    link = await opened.storage.download_url("generated/dl-task/0.png", "a-red-fox-dl-task-1.png", current_url=url)
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.get(link)
+        plain = await client.get(url)
+    assert answer.status_code == 200 and answer.content == PNG
+    assert answer.headers["content-disposition"] == 'attachment; filename="a-red-fox-dl-task-1.png"'
+    assert "content-disposition" not in plain.headers, "the ordinary URL still shows the picture inline"

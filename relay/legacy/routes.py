@@ -95,9 +95,11 @@ async def generate_image(request: Request) -> JSONResponse:
     if mode not in ("text-to-image", "image-to-image"):
         raise BadRequest("mode must be text-to-image or image-to-image")
     urls = body.get("imageUrls") or []
-    if not isinstance(urls, list):
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise BadRequest("imageUrls must be a list of URLs")
     if (single := body.get("imageUrl")) is not None:
+        if not isinstance(single, str):
+            raise BadRequest("imageUrl must be a URL")
         urls = [single, *urls]
     if mode == "image-to-image" and not urls:
         raise BadRequest("image-to-image needs imageUrl or imageUrls: upload the picture first")

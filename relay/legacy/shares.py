@@ -34,6 +34,7 @@ DOUBLE_CLICK = 5.0
 MAX_PROMPT = 2000
 MAX_STYLE = 100
 SHARE_ID = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
+CURSOR = re.compile(r"^[0-9]{15}:[A-Za-z0-9_-]{8,32}$")
 _GENERATED = re.compile(r"/generated/([A-Za-z0-9_-]{1,128})/(\d{1,3})\.[a-z0-9]{2,5}$")
 
 
@@ -130,7 +131,7 @@ async def list_shares(request: Request) -> JSONResponse:
     if limit is None or not 1 <= limit <= 100:
         raise BadRequest("limit must be a whole number from 1 to 100")
     cursor = q.get("cursor") or None
-    if cursor is not None and (len(cursor) > 64 or ":" not in cursor):
+    if cursor is not None and not CURSOR.fullmatch(cursor):
         raise BadRequest("cursor is not one this service returned")
     items, next_cursor = await svc.shares.page(mode=mode, limit=limit, cursor=cursor)
     return JSONResponse({"success": True, "items": [_public(svc, s) for s in items], "nextCursor": next_cursor})

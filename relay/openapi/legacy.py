@@ -4,6 +4,7 @@ answer shapes exactly as those front ends use them, and their error body
 
 from __future__ import annotations
 
+from relay.openapi.responses import _errors as core_errors
 from relay.openapi.responses import _headers
 from relay.openapi.schemas import TASK_ID_PATTERN, Json, _json, _schema
 
@@ -361,7 +362,7 @@ def legacy_paths() -> Json:
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 100},
                     },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{15}:[A-Za-z0-9_-]{8,32}$"}},
                 ],
                 description="Public by intent: only what was shared.",
             )
@@ -375,7 +376,7 @@ def legacy_paths() -> Json:
                         "description": "The page.",
                         "content": {"text/html": {"schema": {"type": "string"}}},
                     },
-                    **_errors("404", "503"),
+                    **core_errors("404", "503"),
                 },
                 params=[
                     {
