@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, PageErrors
 from tests.servers import AppProcess, RedisServer, relay_env
 
 StartRelay = Callable[..., AppProcess]
@@ -92,3 +93,41 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def client() -> Any:
     async with httpx.AsyncClient(timeout=10) as c:
         yield c
+
+
+# --------------------------------------------------------------------------- browsers
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    with playwright_sync.sync_playwright() as p:
+        # executable_path: Debian's Chromium; Playwright never downloads a browser here.
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page_errors() -> PageErrors:
+    return PageErrors()
+
+
+@pytest.fixture
+def new_page(browser: Any, page_errors: PageErrors) -> Iterator[Callable[..., Any]]:
+    """`new_page(width=1280, height=900, **context_options)`: a page in a fresh context
+    that records uncaught exceptions (checked at the end of the test)."""
+    contexts: list[Any] = []
+
+    def make(width: int = 1280, height: int = 900, **options: Any) -> Any:
+        context = browser.new_context(viewport={"width": width, "height": height}, **options)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: page_errors.errors.append(str(exc)))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    page_errors.check()

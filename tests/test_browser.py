@@ -21,22 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import CHROMIUM
 from tests.nginx import NGINX, Nginx
 from tests.servers import AppProcess
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 # A generation that outlasts the proxy's idle timeout several times over (the brief's
@@ -50,48 +38,6 @@ StartRelay = Callable[..., AppProcess]
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        # executable_path: Debian's Chromium; Playwright never downloads a browser here.
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-class PageErrors:
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def check(self) -> None:
-        assert not self.errors, f"the page raised: {self.errors}"
-
-
-@pytest.fixture
-def page_errors() -> PageErrors:
-    return PageErrors()
-
-
-@pytest.fixture
-def new_page(browser: Any, page_errors: PageErrors) -> Iterator[Callable[..., Any]]:
-    """`new_page(width=1280, height=900, **context_options)`: a page in a fresh context
-    that records uncaught exceptions (checked at the end of the test)."""
-    contexts: list[Any] = []
-
-    def make(width: int = 1280, height: int = 900, **options: Any) -> Any:
-        context = browser.new_context(viewport={"width": width, "height": height}, **options)
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: page_errors.errors.append(str(exc)))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    page_errors.check()
 
 
 @pytest.fixture
@@ -679,3 +625,23 @@ def test_demo_explains_itself_shows_progress_and_passes_axe(
     results = Axe().run(page)
     serious = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
     assert not serious, [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in serious]
+
+
+def test_demo_page_downloads_and_shares(
+    relay: Callable[..., AppProcess], sim: str, new_page: Callable[..., Any]
+) -> None:
+    sim_config(sim, callback_delay=0.5)
+    app = relay(RELAY_LEGACY_ROUTES="on")
+    page = new_page()
+    page.goto(app.url)
+    generate(page, "a kite over the sea")
+    wait_data(page, "#task", "status", "completed")
+    with page.expect_download() as download:
+        page.click("#download")
+    assert download.value.suggested_filename.startswith("a-kite-over-the-sea-")
+    page.click("#share")
+    page.wait_for_selector("#share-link:not([hidden])")
+    share_url = page.get_attribute("#share-link", "href")
+    assert share_url and share_url.startswith(f"{app.url}/share/")
+    shared = httpx.get(share_url, timeout=5)
+    assert shared.status_code == 200 and 'property="og:image"' in shared.text

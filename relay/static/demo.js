@@ -9,10 +9,12 @@
 
 import {
   createTask,
+  downloadUrl,
   isTerminal,
   listModels,
   listTasks,
   newIdempotencyKey,
+  shareTask,
   upload,
   watchTask,
   watchTasks,
@@ -383,8 +385,43 @@ $("image").addEventListener("error", () => {
   showError($("task-error"), "The image could not be loaded from its URL.");
 });
 
+// Download and Share work on the finished task shown above (the legacy routes, which
+// `relay demo` turns on; the task's token is the credential).
+$("download").addEventListener("click", async () => {
+  const task = current.task;
+  if (!task || task.status !== "completed") return;
+  try {
+    const url = await downloadUrl(task.taskId, { token: current.token });
+    $("task").dataset.downloadUrl = url;
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = "";
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (err) {
+    showError($("task-error"), `Download failed: ${errorText(err)}`);
+  }
+});
+
+$("share").addEventListener("click", async () => {
+  const task = current.task;
+  if (!task || task.status !== "completed") return;
+  try {
+    const shared = await shareTask(task.taskId, { token: current.token });
+    const link = $("share-link");
+    link.href = shared.shareUrl;
+    link.textContent = shared.shareUrl;
+    link.hidden = false;
+    $("task").dataset.shareUrl = shared.shareUrl;
+  } catch (err) {
+    showError($("task-error"), `Sharing failed: ${errorText(err)}`);
+  }
+});
+
 function follow(created) {
   if (current.handle) current.handle.close();
+  $("share-link").hidden = true;
   clearInterval(current.timer);
   current.versions = [];
   current.task = null;

@@ -129,6 +129,24 @@ export function listModels(
 
 export function upload(file: Blob & { name?: string }, options?: RequestOptions): Promise<Upload>;
 
+/** A link that downloads result `index` of a completed task as a file (GET /api/download-url). */
+export function downloadUrl(
+  taskId: string,
+  options?: { token?: string; index?: number; baseUrl?: string; signal?: AbortSignal },
+): Promise<string>;
+
+export interface Shared {
+  success: true;
+  shareId: string;
+  shareUrl: string;
+}
+
+/** Make a completed result public (POST /api/share); a repeat within 5 s returns the same share. */
+export function shareTask(
+  taskId: string,
+  options?: { token?: string; index?: number; prompt?: string; style?: string; baseUrl?: string; signal?: AbortSignal },
+): Promise<Shared>;
+
 export function getTask(
   taskId: string,
   options?: { token?: string; baseUrl?: string; signal?: AbortSignal },

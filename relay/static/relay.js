@@ -116,6 +116,10 @@ export async function readResponse(response) {
       body,
     });
   }
+  if (typeof error === "string") {
+    // The legacy routes' shape: {success: false, error: "<message>", code}.
+    throw new RelayError(error, { status, code: String(body.code || "http_error"), body });
+  }
   throw new RelayError(`the server answered with status ${status}`, { status, code: "http_error", body });
 }
 
@@ -135,6 +139,38 @@ async function request(url, init = {}) {
 
 function tokenQuery(token) {
   return token ? `?token=${encodeURIComponent(token)}` : "";
+}
+
+/**
+ * A link that downloads result `index` of a completed task as a file with a sensible name
+ * (`GET /api/download-url`; needs RELAY_LEGACY_ROUTES=on, which `relay demo` sets).
+ */
+export async function downloadUrl(taskId, options = {}) {
+  const { token, index = 0, baseUrl = "", signal } = options;
+  const qs = new URLSearchParams({ taskId, index: String(index) });
+  if (token) qs.set("token", token);
+  const answer = await request(joinUrl(baseUrl, `/api/download-url?${qs}`), {
+    headers: { Accept: "application/json" },
+    signal,
+  });
+  return answer.url;
+}
+
+/**
+ * Make a completed result public: resolves to `{shareId, shareUrl}` (`POST /api/share`; the
+ * same share again within 5 s returns the first one; needs RELAY_LEGACY_ROUTES=on).
+ */
+export async function shareTask(taskId, options = {}) {
+  const { token, index = 0, prompt, style, baseUrl = "", signal } = options;
+  const body = { taskId, index };
+  if (prompt) body.prompt = prompt;
+  if (style) body.style = style;
+  return request(joinUrl(baseUrl, `/api/share${tokenQuery(token)}`), {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(body),
+    signal,
+  });
 }
 
 /** A fresh random key for the `Idempotency-Key` header (one per user action). */
