@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay import callbacks, events, metrics, tasks, uploads
+from relay import callbacks, events, me, metrics, tasks, uploads
 from relay.errors import RelayError
 from relay.files import files_mount
 from relay.http import JSONResponse
@@ -37,15 +37,17 @@ log = logging.getLogger("relay")
 STATIC = Path(__file__).parent / "static"
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    return {"error": {"code": code, "message": message, **(extra or {})}}
 
 
-def error_response(request: Request, status: int, code: str, message: str, headers: Any = None) -> Response:
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: Any = None, extra: dict[str, Any] | None = None
+) -> Response:
     # The legacy routes' front ends read `success` and a string `error` (relay/legacy/shapes.py).
     settings = getattr(request.app.state, "settings", None)
     legacy = settings is not None and settings.legacy_routes and request.url.path in LEGACY_PATHS
-    body = legacy_error(code, message) if legacy else error_body(code, message)
+    body = legacy_error(code, message) if legacy else error_body(code, message, extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -53,7 +55,7 @@ async def relay_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RelayError)
     if exc.status >= 500:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message)
-    return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+    return error_response(request, exc.status, exc.code, exc.message, exc.headers, exc.extra)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *events.routes,
         *uploads.routes,
         *webhook_routes.routes,
+        *me.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if (files := files_mount(settings)) is not None:

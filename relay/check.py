@@ -63,7 +63,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
         file=out,
     )
     print("\nLinks:", file=out)
-    store, coordination, hub, outbox, _ = open_backends(settings)
+    store, coordination, hub, outbox, _, _ = open_backends(settings)
     provider = open_provider(settings, catalogue)
     storage = open_storage(settings)
     downloader = Downloader(settings)

@@ -144,6 +144,36 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_credits(args: argparse.Namespace) -> int:
+    """`relay credits grant USER N` / `relay credits show USER`: balances by hand."""
+    import asyncio
+
+    from relay.backends import open_backends
+    from relay.settings import Settings
+
+    settings, _ = Settings.read()
+
+    async def run() -> int:
+        backends = open_backends(settings)
+        try:
+            if args.action == "grant":
+                if args.amount is None:
+                    print("relay credits grant: give the amount, e.g. relay credits grant alice 100", file=sys.stderr)
+                    return 2
+                balance = await backends.ledger.grant(args.user, args.amount, args.reason)
+                print(f"{args.user}: {args.amount:+d}, balance {balance}")
+                return 0
+            print(f"{args.user}: balance {await backends.ledger.balance(args.user)}")
+            for entry in await backends.ledger.entries(args.user, 20):
+                task = f" task {entry.task}" if entry.task else ""
+                print(f"  {entry.delta:+6d} -> {entry.balance:6d}  {entry.reason}{task}")
+            return 0
+        finally:
+            await backends.store.aclose()
+
+    return asyncio.run(run())
+
+
 def cmd_kie_sim(args: argparse.Namespace) -> int:
     from relay.sim import SimConfig, create_sim_app
 
@@ -228,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     hooks.add_argument("action", choices=("disabled", "enable"))
     hooks.add_argument("url", nargs="?")
     hooks.set_defaults(func=cmd_webhooks)
+
+    credit = sub.add_parser("credits", help="grant credits to a user, or show a balance and its ledger")
+    credit.add_argument("action", choices=("grant", "show"))
+    credit.add_argument("user")
+    credit.add_argument("amount", nargs="?", type=int)
+    credit.add_argument("--reason", default="granted by an operator")
+    credit.set_defaults(func=cmd_credits)
 
     demo = sub.add_parser("demo", help="run Relay and the KIE simulator on embedded defaults")
     demo.add_argument("--host", default="127.0.0.1")

@@ -3,17 +3,28 @@ body `{"error": {"code", "message"}}` in one handler."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RelayError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.headers = headers or {}
+        # Facts a client acts on, beside code and message (a 402's balance and price).
+        self.extra = extra or {}
 
 
 class BadRequest(RelayError):

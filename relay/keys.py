@@ -66,3 +66,27 @@ def share(share_id: str) -> str:
 def shares_index(mode: str | None) -> str:
     """Shares by creation time: all of them, or one mode's (the gallery filter)."""
     return f"{PREFIX}:shares:{mode or 'all'}"
+
+
+# Credits (relay/backends/ledger.py): holds still waiting to settle or be refunded.
+OPEN_HOLDS = f"{PREFIX}:holds:open"
+
+
+def credits(user: str) -> str:
+    """A user's balance (an integer)."""
+    return f"{PREFIX}:credits:{{{user}}}"
+
+
+def ledger(user: str) -> str:
+    """A user's ledger entries, newest first."""
+    return f"{PREFIX}:ledger:{{{user}}}"
+
+
+def hold(hold_id: str) -> str:
+    """One reservation: user, amount, state (held, settle, refund), task."""
+    return f"{PREFIX}:hold:{hold_id}"
+
+
+def welcomed(user: str) -> str:
+    """Set once a user has had RELAY_WELCOME_CREDITS."""
+    return f"{PREFIX}:welcomed:{{{user}}}"

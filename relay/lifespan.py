@@ -13,7 +13,9 @@ from sse_starlette.sse import AppStatus
 from relay.backends import open_backends, open_storage
 from relay.background import Supervisor
 from relay.catalogue import Catalogue, builtin
+from relay.credits import Accounts
 from relay.downloader import Downloader
+from relay.errors import RelayError
 from relay.idempotency import Settler
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
@@ -46,7 +48,7 @@ def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
-        store, coordination, hub, outbox, shares = open_backends(settings)
+        store, coordination, hub, outbox, shares, ledger = open_backends(settings)
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(hub.aclose)
         await hub.start()
@@ -76,6 +78,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             fresh_url=provider.fresh_url,
         )
         ingestor.listeners.append(mirror.on_change)
+        accounts = Accounts(ledger, store, welcome=settings.welcome_credits) if settings.credits else None
+        if accounts is not None:
+            ingestor.listeners.append(accounts.on_change)
         services = Services(
             settings=settings,
             catalogue=catalogue,
@@ -96,10 +101,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             outbox=outbox,
             webhooks=webhooks,
             shares=shares,
+            accounts=accounts,
         )
         background.spawn(_watch_shutdown(services), name="relay-shutdown-watch")
         reconciler = Reconciler(store, coordination, provider, ingestor, settings, mirror=mirror)
         background.spawn(reconciler.run(), name="relay-reconciler")
+        if accounts is not None:
+            background.spawn(_sweep_credits(accounts, settings.reconcile_interval), name="relay-credit-sweep")
         if webhooks is not None:
             ingestor.listeners.append(_waker(webhooks))
             background.spawn(webhooks.run(), name="relay-webhook-sender")
@@ -117,6 +125,16 @@ def _waker(sender: Sender) -> Callable[[Task, Task], Awaitable[None]]:
         sender.wake()
 
     return wake
+
+
+async def _sweep_credits(accounts: Accounts, interval: float) -> None:
+    """Holds a crash left open are finished as their task ended (relay/credits.py)."""
+    while True:
+        try:
+            await accounts.sweep()
+        except RelayError as exc:
+            log.warning("credit sweep skipped: %s", exc.message)
+        await asyncio.sleep(max(interval, 1.0))
 
 
 async def _watch_shutdown(services: Services) -> None:

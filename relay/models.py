@@ -23,17 +23,18 @@ class Status(enum.StrEnum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by its owner: the provider was told to stop where it can be
 
     @property
     def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.FAILED)
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
     @property
     def rank(self) -> int:
         return _RANK[self]
 
 
-_RANK = {Status.PENDING: 0, Status.PROCESSING: 1, Status.COMPLETED: 2, Status.FAILED: 2}
+_RANK = {Status.PENDING: 0, Status.PROCESSING: 1, Status.COMPLETED: 2, Status.FAILED: 2, Status.CANCELLED: 2}
 
 
 class Mode(enum.StrEnum):
@@ -129,6 +130,7 @@ class Task:
     progress: float | None = None
     completed_at: datetime | None = None
     mirror_error: str | None = None
+    cost: int | None = None  # credits reserved for it (RELAY_CREDITS=on), else None
     # Internal, never sent to browsers: the hash of the callback URL token, the owner
     # (a JWT subject) when users are authenticated, and the creator's own webhook URL.
     callback_hash: str = ""
@@ -156,6 +158,7 @@ class Task:
             "error": self.error.to_json() if self.error else None,
             "progress": self.progress,
             "mirrorError": self.mirror_error,
+            "cost": self.cost,
             "createdAt": rfc3339(self.created_at),
             "updatedAt": rfc3339(self.updated_at),
             "completedAt": rfc3339(self.completed_at),
@@ -199,6 +202,7 @@ class Task:
             error=TaskError(err["code"], err["message"]) if err else None,
             progress=d["progress"],
             mirror_error=d.get("mirrorError"),
+            cost=d.get("cost"),
             created_at=created,
             updated_at=updated,
             completed_at=_parse_ts(d["completedAt"]),
@@ -234,7 +238,7 @@ def transition(task: Task, update: TaskUpdate, now: datetime) -> Task | None:
         return None
     if update.status.rank < task.status.rank:
         return None
-    if update.status is Status.FAILED and task.provider_result_urls:
+    if update.status in (Status.FAILED, Status.CANCELLED) and task.provider_result_urls:
         return None
 
     changes: dict[str, Any] = {}

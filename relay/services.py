@@ -11,6 +11,7 @@ from relay.backends.base import Coordination, Hub, Outbox, Shares, TaskStore
 from relay.backends.objects import ObjectStorage
 from relay.background import Supervisor
 from relay.catalogue import Catalogue
+from relay.credits import Accounts
 from relay.idempotency import Settler
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
@@ -42,3 +43,4 @@ class Services:
     outbox: Outbox
     webhooks: Sender | None  # None when no webhook secret is configured
     shares: Shares
+    accounts: Accounts | None  # RELAY_CREDITS=on

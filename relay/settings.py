@@ -99,6 +99,10 @@ class Settings:
     webhook_timeout: float = 15.0
     # The routes existing front ends call (relay/legacy/); `relay demo` turns them on.
     legacy_routes: bool = False
+    # Users' credits (relay/credits.py): needs RELAY_AUTH=jwt.
+    credits: bool = False
+    default_price: int = 1
+    welcome_credits: int = 0
     # Set by `relay demo` only: a throwaway secret was generated, and start-up says so.
     demo: bool = field(default=False)
 
@@ -181,6 +185,9 @@ class Settings:
             webhook_events=cast(WebhookEvents, r.choice("webhook_events", "terminal", ("terminal", "all"))),
             webhook_schedule=r.delays("webhook_schedule", DEFAULT_WEBHOOK_SCHEDULE),
             webhook_timeout=r.number("webhook_timeout", 15.0, low=0.1),
+            credits=r.choice("credits", "off", ("on", "off")) == "on",
+            default_price=int(r.number("default_price", 1, low=0)),
+            welcome_credits=int(r.number("welcome_credits", 0, low=0)),
             legacy_routes=r.choice("legacy_routes", "on" if demo else "off", ("on", "off")) == "on",
             demo=demo,
         )
@@ -210,6 +217,8 @@ class Settings:
                 )
         elif len(self.secret) < 32:
             out.append("RELAY_SECRET is too short: use at least 32 random characters")
+        if self.credits and self.auth != "jwt":
+            out.append("RELAY_CREDITS=on needs RELAY_AUTH=jwt: credits belong to signed-in users")
         if (self.webhook_url or self.webhook_hosts) and not self.webhook_secrets:
             out.append(
                 "RELAY_WEBHOOK_SECRET is required when RELAY_WEBHOOK_URL or RELAY_WEBHOOK_HOSTS is set: "
@@ -301,6 +310,9 @@ ENV_NAMES: Mapping[str, str] = {
     "webhook_schedule": "RELAY_WEBHOOK_SCHEDULE",
     "webhook_timeout": "RELAY_WEBHOOK_TIMEOUT",
     "legacy_routes": "RELAY_LEGACY_ROUTES",
+    "credits": "RELAY_CREDITS",
+    "default_price": "RELAY_DEFAULT_PRICE",
+    "welcome_credits": "RELAY_WELCOME_CREDITS",
 }
 
 

@@ -44,9 +44,11 @@ def success_payload(task_id: str, url: str = "https://tempfile.aiquickdraw.com/h
     }
 
 
-async def wait_status(client: httpx.AsyncClient, status_url: str, status: str, timeout: float = 10) -> dict[str, Any]:
+async def wait_status(
+    client: httpx.AsyncClient, status_url: str, status: str, timeout: float = 10, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     async def reached() -> dict[str, Any] | None:
-        body: dict[str, Any] = (await client.get(status_url)).json()
+        body: dict[str, Any] = (await client.get(status_url, headers=headers)).json()
         return body if body["status"] == status else None
 
     return await until(reached, timeout=timeout, what=f"status {status}")

@@ -132,6 +132,7 @@ def test_every_route_is_documented(legacy: str) -> None:
         "/api/callbacks/kie", "/api/callback", "/api/callbacks/kie/", "/api/callback/", "/api/uploads", "/healthz", "/readyz", "/api/health",
         "/metrics", "/", "/openapi.json", "/files/{key}", "/api/models",
         "/api/tasks/{taskId}/deliveries", "/api/tasks/{taskId}/deliveries/redeliver",
+        "/api/tasks/{taskId}/cancel", "/api/me",
     }
     assert set(documented) == (contract | LEGACY_PATHS if legacy == "on" else contract)
 
@@ -143,13 +144,13 @@ def test_schemas_are_exact() -> None:
     assert task["additionalProperties"] is False and set(task["required"]) == set(task["properties"])
     assert set(task["properties"]) == {
         "taskId", "provider", "model", "mode", "kind", "status", "prompt", "imageUrls", "providerResultUrls",
-        "resultUrls", "error", "progress", "mirrorError", "createdAt", "updatedAt", "completedAt", "version",
+        "resultUrls", "error", "progress", "mirrorError", "cost", "createdAt", "updatedAt", "completedAt", "version",
     }
     props = task["properties"]
-    for nullable in ("error", "progress", "mirrorError", "completedAt"):
+    for nullable in ("error", "progress", "mirrorError", "cost", "completedAt"):
         assert "null" in props[nullable]["type"], nullable
     assert props["version"]["type"] == "integer" and props["taskId"]["pattern"] == "^[A-Za-z0-9_-]{1,128}$"
-    assert props["status"]["enum"] == ["pending", "processing", "completed", "failed"]
+    assert props["status"]["enum"] == ["pending", "processing", "completed", "failed", "cancelled"]
     created = schemas["TaskCreated"]
     assert {"token", "statusUrl", "eventsUrl"} <= set(created["required"])
     error = schemas["Error"]
@@ -194,7 +195,7 @@ def test_validation_is_not_vacuous() -> None:
     good_task: dict[str, Any] = {
         "taskId": "t1", "provider": "kie", "model": "m", "mode": "text-to-image", "kind": "image", "status": "pending", "prompt": "p",
         "imageUrls": [], "providerResultUrls": [], "resultUrls": [], "error": None, "progress": None,
-        "mirrorError": None, "createdAt": "2025-01-01T00:00:00.000Z", "updatedAt": "2025-01-01T00:00:00.000Z",
+        "mirrorError": None, "cost": None, "createdAt": "2025-01-01T00:00:00.000Z", "updatedAt": "2025-01-01T00:00:00.000Z",
         "completedAt": None, "version": 1,
     }
 

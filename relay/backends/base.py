@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -45,6 +45,41 @@ class Share:
     def cursor(self) -> str:
         return f"{int(self.created * 1000):015d}:{self.share_id}"
 
+
+
+Outcome = Literal["settle", "refund"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    at: float
+    delta: int
+    balance: int
+    reason: str
+    task: str | None = None
+    hold: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "at": self.at, "delta": self.delta, "balance": self.balance, "reason": self.reason,
+            "taskId": self.task, "hold": self.hold,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    user: str
+    amount: int
+    state: str  # held, settle, refund
+    task: str | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    taken: bool
+    balance: int  # after the reservation, or (not taken) what there is
 
 
 def history_cursor(task: Task) -> str:
@@ -184,3 +219,30 @@ class Shares(Protocol):
     async def page(self, *, mode: str | None, limit: int, cursor: str | None) -> tuple[list[Share], str | None]:
         """Newest first, optionally one mode's; the cursor of the next page, if any."""
         ...
+
+
+class Ledger(Protocol):
+    """Users' credits: balances and every move, each move one atomic step
+    (relay/backends/ledger.py has both implementations and the rules)."""
+
+    async def balance(self, user: str) -> int: ...
+
+    async def grant(self, user: str, amount: int, reason: str) -> int: ...
+
+    async def welcome(self, user: str, amount: int) -> None:
+        """Grant `amount` once per user, ever (RELAY_WELCOME_CREDITS)."""
+        ...
+
+    async def reserve(self, user: str, hold_id: str, amount: int) -> Reserved: ...
+
+    async def attach(self, hold_id: str, task_id: str) -> None: ...
+
+    async def finish(self, hold_id: str, outcome: Outcome, reason: str) -> bool:
+        """Settle or refund a hold; False when it was finished already (nothing moves)."""
+        ...
+
+    async def get_hold(self, hold_id: str) -> Hold | None: ...
+
+    async def open_holds(self, older_than: float, limit: int) -> list[Hold]: ...
+
+    async def entries(self, user: str, limit: int) -> list[Entry]: ...

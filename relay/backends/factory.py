@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from relay.backends.base import Coordination, Hub, Outbox, Shares, TaskStore
+from relay.backends.base import Coordination, Hub, Ledger, Outbox, Shares, TaskStore
 from relay.backends.fallback import FallbackStorage
+from relay.backends.ledger import MemoryLedger, RedisLedger
 from relay.backends.memory import MemoryHub, MemoryStore
 from relay.backends.memory_outbox import MemoryOutbox
 from relay.backends.objects import ObjectStorage
@@ -25,6 +26,7 @@ class Backends(NamedTuple):
     hub: Hub
     outbox: Outbox
     shares: Shares
+    ledger: Ledger
 
 
 def open_backends(settings: Settings) -> Backends:
@@ -37,14 +39,16 @@ def open_backends(settings: Settings) -> Backends:
         hub = MemoryHub()
         outbox = MemoryOutbox()
         memory = MemoryStore(hub, outbox=outbox, announcer=announcer)
-        return Backends(memory, memory, hub, outbox, MemoryShares())
+        return Backends(memory, memory, hub, outbox, MemoryShares(), MemoryLedger())
     from relay.backends import redis as redis_backend
     from relay.backends.redis_outbox import RedisOutbox
 
     client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
     store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer)
     redis_hub = redis_backend.RedisHub(settings.redis_url, client)
-    return Backends(store, store, redis_hub, RedisOutbox(client), RedisShares(client, ttl=settings.task_ttl))
+    return Backends(
+        store, store, redis_hub, RedisOutbox(client), RedisShares(client, ttl=settings.task_ttl), RedisLedger(client)
+    )
 
 
 def _open_one(url: str, settings: Settings, *, public_url: str | None) -> ObjectStorage:

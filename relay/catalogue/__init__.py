@@ -103,7 +103,7 @@ class ModelSpec:
     options: Mapping[str, Option]
     defaults: Mapping[str, Any]
     progress: bool
-    price: int
+    price: int | None  # credits per task (RELAY_CREDITS=on); None: RELAY_DEFAULT_PRICE
     source: str
 
     def check(
@@ -184,7 +184,7 @@ _MODEL_KEYS: Final = frozenset(
 )
 
 
-def _model(provider: str, raw: dict[str, Any], default_price: int) -> ModelSpec:
+def _model(provider: str, raw: dict[str, Any]) -> ModelSpec:
     name = raw.get("id", "?")
     unknown = set(raw) - _MODEL_KEYS
     if unknown:
@@ -216,7 +216,7 @@ def _model(provider: str, raw: dict[str, Any], default_price: int) -> ModelSpec:
             options=options,
             defaults=dict(defaults),
             progress=bool(raw.get("progress", False)),
-            price=int(raw.get("price", default_price)),
+            price=int(raw["price"]) if "price" in raw else None,
             source=raw.get("source", ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -244,12 +244,12 @@ class Catalogue:
         return [spec.describe() for spec in self.models.values()]
 
 
-def parse(files: Mapping[str, str], default_price: int = 1) -> Catalogue:
+def parse(files: Mapping[str, str]) -> Catalogue:
     """Build a catalogue from TOML texts keyed by provider name."""
     models: dict[str, ModelSpec] = {}
     for provider, text in files.items():
         for raw in tomllib.loads(text).get("model", []):
-            spec = _model(provider, raw, default_price)
+            spec = _model(provider, raw)
             if spec.id in models:
                 raise CatalogueError(f"model {spec.id} is listed twice")
             models[spec.id] = spec

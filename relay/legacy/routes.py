@@ -1,5 +1,5 @@
 """The legacy routes (README, "Existing front ends"): each one a translation onto the core
-paths in relay/tasks.py, relay/events.py, relay/uploads.py and the storage seam.
+paths in relay/create.py, relay/tasks.py, relay/events.py, relay/uploads.py and the storage seam.
 
 Access: a task created here belongs to the browser's signed cookie (browser.py); a
 request may also show a task's token (`?token=` or `Authorization: Bearer`) or, with
@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from relay import sse
 from relay.access import address_of, identify
+from relay.create import NewTask, parse_new_task, submit
 from relay.errors import BadRequest, RelayError
 from relay.events import stream_tasks
 from relay.fanout import TaskEvent
@@ -30,7 +31,7 @@ from relay.legacy.shares import create_share, list_shares, share_page
 from relay.models import Task
 from relay.services import Services
 from relay.sse import EventStreamResponse
-from relay.tasks import NewTask, links, parse_new_task, services, submit
+from relay.tasks import links, services
 from relay.uploads import receive_upload
 
 MAX_BATCH = 10

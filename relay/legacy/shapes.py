@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-_POLL_STATUS = {"pending": "PENDING", "processing": "PROCESSING", "completed": "SUCCESS", "failed": "FAILED"}
+# These front ends know four states: a cancelled task is a failed one to them.
+_POLL_STATUS = {
+    "pending": "PENDING", "processing": "PROCESSING", "completed": "SUCCESS", "failed": "FAILED", "cancelled": "FAILED",
+}
+_STATUS = {"cancelled": "failed"}
 
 
 def _error_text(task: dict[str, Any]) -> str | None:
@@ -33,7 +37,7 @@ def status(task: dict[str, Any], *, credits: float | None = None, cost_time: flo
     out: dict[str, Any] = {
         "success": True,
         "taskId": task["taskId"],
-        "status": task["status"],
+        "status": _STATUS.get(task["status"], task["status"]),
         "prompt": task["prompt"],
         "imageUrl": task["imageUrls"][0] if task["imageUrls"] else None,
         "resultUrls": list(task["resultUrls"]),
@@ -42,7 +46,7 @@ def status(task: dict[str, Any], *, credits: float | None = None, cost_time: flo
         "consumeCredits": credits,
         "costTime": cost_time,
     }
-    if task["status"] == "failed":
+    if out["status"] == "failed":
         out["error"] = _error_text(task)
     return out
 

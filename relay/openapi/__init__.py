@@ -38,6 +38,7 @@ from relay.openapi.schemas import (
     _task_list_schema,
     _task_schema,
 )
+from relay.openapi.users import user_paths
 from relay.openapi.webhooks import DELIVERY_SCHEMA, WEBHOOKS, webhook_paths
 from relay.settings import Settings
 
@@ -58,11 +59,12 @@ def document(settings: Settings) -> dict[str, Any]:
         },
         "servers": [{"url": settings.public_url}],
         "tags": [
-            {"name": name} for name in ("tasks", "events", "callbacks", "uploads", "webhooks", "legacy", "operations")
+            {"name": name} for name in ("tasks", "events", "callbacks", "uploads", "webhooks", "users", "legacy", "operations")
         ],
         "paths": {
             **_paths(settings, task_security),
             **webhook_paths(task_security),
+            **user_paths(task_security, settings.auth == "jwt"),
             **(legacy_paths() if settings.legacy_routes else {}),
         },
         "webhooks": copy.deepcopy(WEBHOOKS),

@@ -129,7 +129,7 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                     {
                         "name": "status",
                         "in": "query",
-                        "schema": {"type": "string", "enum": ["pending", "processing", "completed", "failed"]},
+                        "schema": {"type": "string", "enum": ["pending", "processing", "completed", "failed", "cancelled"]},
                     },
                     {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["text-to-image", "image-to-image"]}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},

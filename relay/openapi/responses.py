@@ -34,9 +34,14 @@ ERROR_RESPONSES: dict[str, tuple[str, str]] = {
         "Missing, malformed, expired or foreign credentials (`token_required`, `invalid_token`, "
         "`token_expired`, `invalid_callback_token`, `invalid_signature`, `stale_signature`).",
     ),
-    "402": ("PaymentRequired", "The provider account is out of credits (`provider_out_of_credits`)."),
+    "402": (
+        "PaymentRequired",
+        "The user's balance is short (`insufficient_credits`, with `balance` and `price`), or the provider "
+        "account is out of credits (`provider_out_of_credits`).",
+    ),
     "403": ("Forbidden", "Not allowed in this configuration (`history_disabled`)."),
     "404": ("NotFound", "No such task, or another user's task (`task_not_found`), or no such route (`not_found`)."),
+    "409": ("Conflict", "The task is in the wrong state for this (`conflict`, `already_finished`)."),
     "408": ("RequestTimeout", "The request body did not arrive within RELAY_READ_TIMEOUT (`request_timeout`)."),
     "413": ("PayloadTooLarge", "The body is larger than allowed (`payload_too_large`), with or without Content-Length."),
     "429": ("TooManyRequests", "A rate limit or the open-stream cap (`rate_limited`, `too_many_streams`)."),

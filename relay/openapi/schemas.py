@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 from relay.catalogue import KINDS, builtin
+from relay.create import MAX_IMAGE_URLS, MAX_PROMPT, MAX_URL
 from relay.media import RESULTS
 from relay.models import TASK_ID_RE
 from relay.settings import Settings
-from relay.tasks import MAX_IMAGE_URLS, MAX_PROMPT, MAX_URL
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
@@ -52,6 +52,8 @@ ERROR_SCHEMA: Json = {
             "properties": {
                 "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "examples": ["task_not_found"]},
                 "message": {"type": "string"},
+                "balance": {"type": "integer", "description": "402 insufficient_credits: the user's balance."},
+                "price": {"type": "integer", "description": "402 insufficient_credits: what the model costs."},
             },
         }
     },
@@ -75,8 +77,8 @@ TASK_PROPERTIES: Json = {
     "kind": {"type": "string", "enum": list(KINDS), "description": "What the model makes."},
     "status": {
         "type": "string",
-        "enum": ["pending", "processing", "completed", "failed"],
-        "description": "pending -> processing -> completed | failed; terminal states are final.",
+        "enum": ["pending", "processing", "completed", "failed", "cancelled"],
+        "description": "pending -> processing -> completed | failed | cancelled; terminal states are final.",
     },
     "prompt": {"type": "string"},
     "imageUrls": {**URL_LIST, "description": "The reference images asked for (image-to-image)."},
@@ -94,6 +96,10 @@ TASK_PROPERTIES: Json = {
     "error": TASK_ERROR_SCHEMA,
     "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
     "mirrorError": {"type": ["string", "null"], "description": "Why the results are the provider's URLs, not ours."},
+    "cost": {
+        "type": ["integer", "null"],
+        "description": "Credits reserved for the task (RELAY_CREDITS=on): charged when it completes, refunded otherwise.",
+    },
     "createdAt": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."},
     "updatedAt": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."},
     "completedAt": {

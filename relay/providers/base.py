@@ -47,6 +47,11 @@ class Provider(Protocol):
         """The task as the provider has it (None if it knows no such task)."""
         ...
 
+    async def cancel(self, task_id: str, model: str) -> bool:
+        """Ask the provider to stop a task; False when it has no way to (Relay then only
+        stops waiting for it)."""
+        ...
+
     async def credits(self) -> float: ...
 
     def result_locations(self) -> tuple[str, ...]:

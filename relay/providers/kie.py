@@ -120,6 +120,9 @@ class KieClient:
         data = body.get("data")
         return data if isinstance(data, str) and data.startswith(("https://", "http://")) else None
 
+    async def cancel(self, task_id: str, model: str) -> bool:
+        return False  # KIE has no cancel endpoint (KIE-API.md): the task runs to its end
+
     async def credits(self) -> float:
         body = await self._call("GET", "/api/v1/chat/credit", idempotent=True)
         data = body.get("data")

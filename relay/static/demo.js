@@ -29,7 +29,13 @@ const DEFAULT_MODEL = { "text-to-image": "google/nano-banana", "image-to-image":
 // GET /api/models, with the page's built-in choices until that answers.
 const MODEL_MODE = { "google/nano-banana": "text-to-image", "google/nano-banana-edit": "image-to-image" };
 const KIND_LABEL = { image: "Images", video: "Video", audio: "Music" };
-const STATUS_LABEL = { pending: "Pending", processing: "Processing", completed: "Completed", failed: "Failed" };
+const STATUS_LABEL = {
+  pending: "Pending",
+  processing: "Processing",
+  completed: "Completed",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
 const MODE_TEXT = {
   idle: "Ready",
   connecting: "Connecting…",

@@ -1,6 +1,6 @@
 // Types for relay.js, the browser client for Relay (served at /static/relay.js).
 
-export type TaskStatus = "pending" | "processing" | "completed" | "failed";
+export type TaskStatus = "pending" | "processing" | "completed" | "failed" | "cancelled";
 export type TaskMode = "text-to-image" | "image-to-image";
 export type ResultKind = "image" | "video" | "audio";
 
@@ -42,6 +42,8 @@ export interface Task {
   /** 0..1 when the provider reports it. */
   progress: number | null;
   mirrorError?: string | null;
+  /** Credits reserved for the task (RELAY_CREDITS=on); null otherwise. */
+  cost?: number | null;
   createdAt: string;
   updatedAt: string;
   completedAt: string | null;

@@ -19,7 +19,7 @@
 // `?lastEventId=` on the new EventSource. Every version is applied at most once and in
 // order: duplicates and older versions are dropped, so the page never goes backwards.
 
-const TERMINAL = new Set(["completed", "failed"]);
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 // The server's default limit for one multiplexed stream (RELAY_MAX_TASKS_PER_STREAM);
 // watchTasks opens one stream per this many tasks (option `maxTasksPerStream`).
 export const MAX_TASKS_PER_STREAM = 50;
