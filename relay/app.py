@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from relay import callbacks, events, me, metrics, tasks, uploads
+from relay import callbacks, events, me, metrics, mine, tasks, uploads
 from relay.errors import RelayError
 from relay.files import files_mount
 from relay.http import JSONResponse
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *uploads.routes,
         *webhook_routes.routes,
         *me.routes,
+        *mine.routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     if (files := files_mount(settings)) is not None:

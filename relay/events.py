@@ -224,5 +224,4 @@ async def multi_events(request: Request) -> Response | EventStreamResponse:
 
 routes = [
     Route("/api/tasks/{task_id}/events", task_events, methods=["GET"]),
-    Route("/api/events", multi_events, methods=["GET"]),
 ]

@@ -7,8 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 from relay.models import Task
+
+
+def owner_key(owner: str) -> str:
+    """What a stream of all of one user's tasks subscribes to (no task id has an '@')."""
+    return f"@owner:{owner}"
 
 
 @dataclass(slots=True)
@@ -19,20 +25,25 @@ class TaskEvent:
     version: int
     terminal: bool
     data: bytes
+    owner: str | None = None  # internal: routes the event to its owner's `mine` streams
     # The framed SSE message for one-task streams, built once however many streams send it.
     framed: bytes | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, task: Task) -> TaskEvent:
-        return cls(task.task_id, task.version, task.terminal, task.public_json)
+        return cls(task.task_id, task.version, task.terminal, task.public_json, task.owner)
 
     def encode(self) -> bytes:
-        return b"%s %d %d %s" % (self.task_id.encode(), self.version, self.terminal, self.data)
+        # The owner is percent-encoded (a JWT subject may hold spaces); "-" when none.
+        owner = quote(self.owner, safe="").encode() if self.owner else b"-"
+        return b"%s %d %d %s %s" % (self.task_id.encode(), self.version, self.terminal, owner, self.data)
 
     @classmethod
     def decode(cls, raw: bytes) -> TaskEvent:
-        task_id, version, terminal, data = raw.split(b" ", 3)
-        return cls(task_id.decode(), int(version), terminal == b"1", data)
+        task_id, version, terminal, owner, data = raw.split(b" ", 4)
+        return cls(
+            task_id.decode(), int(version), terminal == b"1", data, None if owner == b"-" else unquote(owner.decode())
+        )
 
 
 class Subscription:
@@ -111,6 +122,9 @@ class LocalFanout:
     def dispatch(self, event: TaskEvent) -> None:
         for sub in self._by_task.get(event.task_id, ()):
             sub.deliver(event)
+        if event.owner is not None:
+            for sub in self._by_task.get(owner_key(event.owner), ()):
+                sub.deliver(event)
 
     def resync_all(self) -> None:
         for subs in self._by_task.values():

@@ -645,3 +645,51 @@ def test_demo_page_downloads_and_shares(
     assert share_url and share_url.startswith(f"{app.url}/share/")
     shared = httpx.get(share_url, timeout=5)
     assert shared.status_code == 200 and 'property="og:image"' in shared.text
+
+
+def test_relay_js_watch_my_tasks(relay: Callable[..., AppProcess], sim: str, new_page: Callable[..., Any]) -> None:
+    """watchMyTasks with a user's JWT: opened before any task exists, it sees three tasks
+    created afterwards (in two tabs' worth of creates) finish; another user's sees none."""
+    import time as clock
+
+    import jwt as pyjwt
+
+    secret = "jwt-secret-for-browser-tests-0123456789abcdefgh"
+    app = relay(RELAY_AUTH="jwt", RELAY_JWT_SECRET=secret)
+    tokens = {u: pyjwt.encode({"sub": u, "exp": int(clock.time()) + 600}, secret, algorithm="HS256") for u in ("ann", "ben")}
+    page = new_page()
+    page.goto(app.url)
+    page.evaluate(
+        """async (tokens) => {
+            const relay = await import('/static/relay.js');
+            window.__mine = {ann: {}, ben: {}};
+            for (const user of ["ann", "ben"]) {
+                relay.watchMyTasks({jwt: tokens[user], onUpdate: (t) => { window.__mine[user][t.taskId] = t.status; }});
+            }
+        }""",
+        tokens,
+    )
+    created = [
+        httpx.post(f"{app.url}/api/tasks", json={"prompt": f"mine {n}"}, headers={"Authorization": f"Bearer {tokens['ann']}"},
+                   timeout=10).json()["taskId"]
+        for n in range(3)
+    ]
+    page.wait_for_function("(ids) => ids.every(id => window.__mine.ann[id] === 'pending')", arg=created)
+    for task_id in created:
+        httpx.post(f"{sim}/sim/tasks/{task_id}/complete", timeout=5).raise_for_status()
+    page.wait_for_function("(ids) => ids.every(id => window.__mine.ann[id] === 'completed')", arg=created)
+    assert page.evaluate("() => Object.keys(window.__mine.ben).length") == 0
+
+
+def test_demo_page_cancels(relay: Callable[..., AppProcess], sim: str, new_page: Callable[..., Any]) -> None:
+    app = relay()
+    page = new_page()
+    page.goto(app.url)
+    generate(page, "never mind")
+    wait_data(page, "#task", "status", "pending")
+    page.click("#cancel")
+    wait_data(page, "#task", "status", "cancelled")
+    assert page.inner_text("#status") == "Cancelled" and page.is_hidden("#cancel")
+    task_id = dataset(page, "#task")["taskId"]
+    httpx.post(f"{sim}/sim/tasks/{task_id}/complete", timeout=5).raise_for_status()
+    assert dataset(page, "#task")["status"] == "cancelled"

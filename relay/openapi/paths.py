@@ -217,14 +217,26 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
         "/api/events": {
             "get": {
                 "operationId": "streamTasks",
-                "summary": "One SSE stream for several tasks",
+                "summary": "One SSE stream for several tasks, or (mine=1) for all of the user's tasks",
+                "description": (
+                    "`?taskId=a&taskId=b` (with one token, or one per task) follows those tasks and ends when "
+                    "all are terminal. `?mine=1` (RELAY_AUTH=jwt; the JWT as Bearer or ?token=) follows every "
+                    "task of the user, including tasks created later: the most recent 50 first, then every "
+                    "change (`id: taskId:version`); it does not end by itself."
+                ),
                 "tags": ["events"],
                 "security": task_security,
                 "parameters": [
                     {
+                        "name": "mine",
+                        "in": "query",
+                        "description": "1: every task of the signed-in user (RELAY_AUTH=jwt; else 403).",
+                        "schema": {"type": "string", "enum": ["1"]},
+                    },
+                    {
                         "name": "taskId",
                         "in": "query",
-                        "required": True,
+                        "required": False,
                         "style": "form",
                         "explode": True,
                         "description": f"Repeat for each task, at most {settings.max_tasks_per_stream} (RELAY_MAX_TASKS_PER_STREAM).",
@@ -240,7 +252,7 @@ def _paths(settings: Settings, task_security: list[Json]) -> Json:
                 "responses": {
                     "200": _stream_ok(multi_stream_id),
                     "204": STREAM_DONE,
-                    **_errors("400", "401", "404", "429", "503"),
+                    **_errors("400", "401", "403", "404", "429", "503"),
                 },
             }
         },

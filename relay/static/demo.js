@@ -8,6 +8,7 @@
 // `?sse=0` forces polling (no EventSource) for debugging.
 
 import {
+  cancelTask,
   createTask,
   downloadUrl,
   isTerminal,
@@ -110,6 +111,8 @@ function messageOf(task, elapsed) {
       return `Done${elapsed ? ` in ${formatSeconds(elapsed)}` : ""}.`;
     case "failed":
       return "The generation failed.";
+    case "cancelled":
+      return "Cancelled.";
     default:
       return "";
   }
@@ -320,7 +323,7 @@ function renderTask(task) {
   const bar = $("progress");
   if (percent === null) bar.removeAttribute("value");
   else bar.value = percent;
-  bar.hidden = task.status === "failed";
+  bar.hidden = task.status === "failed" || task.status === "cancelled";
   const elapsed = renderElapsed();
   $("message").textContent = messageOf(task, elapsed);
   if (task.status === "failed") {
@@ -346,6 +349,7 @@ function renderTask(task) {
   } else {
     $("result").hidden = true;
   }
+  $("cancel").hidden = isTerminal(task);
   if (isTerminal(task)) {
     clearInterval(current.timer);
     current.timer = null;
@@ -407,6 +411,16 @@ $("download").addEventListener("click", async () => {
     link.remove();
   } catch (err) {
     showError($("task-error"), `Download failed: ${errorText(err)}`);
+  }
+});
+
+$("cancel").addEventListener("click", async () => {
+  const task = current.task;
+  if (!task || isTerminal(task)) return;
+  try {
+    renderTask(await cancelTask(task.taskId, { token: current.token }));
+  } catch (err) {
+    showError($("task-error"), `Cancel failed: ${errorText(err)}`);
   }
 });
 

@@ -149,6 +149,12 @@ export function shareTask(
   options?: { token?: string; index?: number; prompt?: string; style?: string; baseUrl?: string; signal?: AbortSignal },
 ): Promise<Shared>;
 
+/** Cancel an unfinished task (POST /api/tasks/{id}/cancel); 409 already_finished when it finished first. */
+export function cancelTask(
+  taskId: string,
+  options?: { token?: string; baseUrl?: string; signal?: AbortSignal; headers?: Record<string, string> },
+): Promise<Task>;
+
 export function getTask(
   taskId: string,
   options?: { token?: string; baseUrl?: string; signal?: AbortSignal },
@@ -263,3 +269,12 @@ export function watchTasks(
     initial?: Task[];
   },
 ): WatchHandle;
+
+/** Follow every task of the signed-in user (RELAY_AUTH=jwt): GET /api/events?mine=1. */
+export function watchMyTasks(options?: {
+  jwt?: string;
+  baseUrl?: string;
+  onUpdate?: (task: Task) => void;
+  onError?: (error: RelayError) => void;
+  retryMs?: number;
+}): { close(): void };

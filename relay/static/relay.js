@@ -173,6 +173,19 @@ export async function shareTask(taskId, options = {}) {
   });
 }
 
+/**
+ * Cancel an unfinished task (`POST /api/tasks/{id}/cancel`): resolves to the task, now
+ * `cancelled`; a RelayError with code `already_finished` (409) when it finished first.
+ */
+export async function cancelTask(taskId, options = {}) {
+  const { token, baseUrl = "", signal, headers = {} } = options;
+  return request(joinUrl(baseUrl, `/api/tasks/${encodeURIComponent(taskId)}/cancel${tokenQuery(token)}`), {
+    method: "POST",
+    headers: { Accept: "application/json", ...headers },
+    signal,
+  });
+}
+
 /** A fresh random key for the `Idempotency-Key` header (one per user action). */
 export function newIdempotencyKey() {
   const c = globalThis.crypto;
@@ -759,4 +772,48 @@ export function watchTasks(tasks, options = {}) {
   const { initial, ...rest } = options;
   const known = initial || (tasks || []).filter((t) => t && typeof t === "object" && typeof t.version === "number");
   return makeHandle(entries, { ...rest, initial: known }, false);
+}
+
+/**
+ * Follow every task of the signed-in user (RELAY_AUTH=jwt) on one stream:
+ * `GET /api/events?mine=1`, tasks created later included (a gallery, several tabs).
+ * `options`: {jwt, baseUrl, onUpdate(task), onError(err)}. The newest version of each
+ * task wins (a reconnect resends the recent snapshot). Returns {close()}.
+ */
+export function watchMyTasks(options = {}) {
+  const { jwt, baseUrl = "", onUpdate = noop, onError = noop, retryMs = 5000 } = options;
+  const versions = new Map();
+  const url = joinUrl(baseUrl, `/api/events?mine=1${jwt ? `&token=${encodeURIComponent(jwt)}` : ""}`);
+  let source = null;
+  let retry = null;
+  let closed = false;
+  function open() {
+    if (closed) return;
+    source = new EventSource(url);
+    source.addEventListener("task", (event) => {
+      let task;
+      try {
+        task = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if ((versions.get(task.taskId) || 0) >= task.version) return;
+      versions.set(task.taskId, task.version);
+      onUpdate(task);
+    });
+    source.onerror = () => {
+      // EventSource retries a dropped stream itself; a refused one (401, 403) is CLOSED.
+      if (source.readyState !== EventSource.CLOSED || closed) return;
+      onError(new RelayError("the stream of my tasks was refused or closed; trying again", { status: 0, code: "stream_closed" }));
+      retry = setTimeout(open, retryMs);
+    };
+  }
+  open();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(retry);
+      if (source) source.close();
+    },
+  };
 }
