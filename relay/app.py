@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from relay import callbacks, events, me, metrics, mine, tasks, uploads
+from relay.env import mask_url
 from relay.errors import RelayError
 from relay.files import files_mount
 from relay.http import JSONResponse
@@ -30,7 +31,7 @@ from relay.logs import configure_logging
 from relay.middleware import JSONCORSMiddleware, RequestContext
 from relay.openapi import openapi_endpoint
 from relay.services import Services
-from relay.settings import Settings, mask_url
+from relay.settings import Settings
 from relay.webhooks import routes as webhook_routes
 
 log = logging.getLogger("relay")

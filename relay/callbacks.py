@@ -1,75 +1,56 @@
-"""KIE callbacks: verify, normalize, ingest, answer fast.
+"""Provider callbacks: verify, normalize, ingest, answer fast. One route per provider
+path; the provider the path belongs to verifies and reads the body.
 
 The answer is 200 only once the change (or the parked callback) is in the store; if the
-store is down the answer is 503 and KIE retries, while the reconciler catches up later.
+store is down the answer is 503 and the provider retries, while the reconciler catches up.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import dataclasses
 import hashlib
-import hmac
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.routing import Route
 
-from relay import auth, metrics, parked
+from relay import auth, keys, metrics, parked
 from relay.access import address_of
-from relay.errors import (
-    BadRequest,
-    InvalidPayload,
-    Unauthorized,
-)
+from relay.errors import BadRequest, InvalidPayload, NotFound, RelayError, Unauthorized
 from relay.http import JSONResponse, parse_json, read_body
 from relay.models import TASK_ID_RE
-from relay.normalize import callback_task_id, normalize_callback
-from relay.parsing import ascii_int
+from relay.providers.base import Provider
+from relay.providers.registry import CALLBACK_PATHS
 
 if TYPE_CHECKING:
     from relay.services import Services
 
 log = logging.getLogger("relay.callbacks")
 
-SIGNATURE_WINDOW = 300.0
-
 RECEIVED = {"status": "received"}
+DUPLICATE = {"status": "duplicate"}
+SEEN_FOR = 600.0  # a delivery id is remembered this long (the signatures' window is 5 min)
 
 
-def verify_webhook_signature(key: str, task_id: str, timestamp: str | None, signature: str | None, *, now: float | None = None) -> None:
-    """KIE's optional HMAC: base64(HMAC-SHA256(key, f"{taskId}.{timestamp}")), timestamp in
-    seconds. The body is not signed, so this proves only who sent it, and when."""
-    if not timestamp or not signature:
-        raise Unauthorized("the callback lacks X-Webhook-Timestamp or X-Webhook-Signature", code="invalid_signature")
-    seconds = ascii_int(timestamp, max_digits=12)
-    if seconds is None:
-        raise Unauthorized("X-Webhook-Timestamp is not a unix time in seconds", code="invalid_signature")
-    if abs((now or time.time()) - seconds) > SIGNATURE_WINDOW:
-        raise Unauthorized("X-Webhook-Timestamp is more than 5 minutes away from now", code="stale_signature")
-    expected = base64.b64encode(
-        hmac.new(key.encode(), f"{task_id}.{timestamp}".encode(), hashlib.sha256).digest()
-    ).decode()
-    if not hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace")):
-        raise Unauthorized("X-Webhook-Signature does not verify", code="invalid_signature")
-
-
-async def kie_callback(request: Request) -> JSONResponse:
+async def provider_callback(request: Request) -> JSONResponse:
     svc: Services = request.app.state.services
     address = address_of(request)
-    # Only refused callbacks count against the limit: KIE sends genuine ones from a few
-    # addresses in bursts, and they must never meet a 429; a sender of forgeries does.
+    # Only refused callbacks count against the limit: providers send genuine ones from a
+    # few addresses in bursts, and they must never meet a 429; a sender of forgeries does.
     svc.callback_limit.refuse_if_blocked(address)
+    path = request.url.path
+    if not any(path == p for p in svc.provider.callback_paths):
+        raise NotFound("no provider configured here sends callbacks to this route")
     try:
-        return await _receive(svc, request)
+        return await _receive(svc, request, svc.provider.for_path(path))
     except (Unauthorized, BadRequest):
         await svc.callback_limit.check(address)
         raise
 
 
-async def _receive(svc: Services, request: Request) -> JSONResponse:
+async def _receive(svc: Services, request: Request, provider: Provider) -> JSONResponse:
     token = request.query_params.get("token")
     # Refuse forgeries before reading the body or touching the store.
     if not auth.callback_token_signed(svc.settings.secret, token):
@@ -79,20 +60,13 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     payload = parse_json(raw, "callback body")
     if not isinstance(payload, dict):
         raise InvalidPayload(f"the callback body must be a JSON object, not {type(payload).__name__}")
-    if svc.settings.kie_webhook_hmac_key:
-        # Only the task id is signed: check the signature before trusting anything else.
-        verify_webhook_signature(
-            svc.settings.kie_webhook_hmac_key,
-            callback_task_id(payload),
-            request.headers.get("x-webhook-timestamp"),
-            request.headers.get("x-webhook-signature"),
-        )
+    delivery = await provider.verify_callback(request.headers, raw, payload)
     try:
-        report = normalize_callback(payload)
+        report = provider.read_callback(payload)
     except InvalidPayload as exc:
-        # KIE retries what it does not get a 200 for; a shape we cannot read will not get
+        # Providers retry what they do not get a 200 for; a shape we cannot read will not get
         # readable by retrying. Say what it looked like (field names and types, never
-        # values), count it, and let the reconciler finish the task from KIE's status API.
+        # values), count it, and let the reconciler finish the task from the status API.
         log.warning("ignored an unreadable callback: %s; its shape: %s", exc.message, shape_of(payload))
         metrics.CALLBACKS.labels("unknown", "unreadable").inc()
         await svc.callback_limit.check(address_of(request))
@@ -120,9 +94,24 @@ async def _receive(svc: Services, request: Request) -> JSONResponse:
     if not auth.token_matches(token, task.callback_hash):
         metrics.CALLBACKS.labels(report.family, "rejected").inc()
         raise Unauthorized("the callback URL's token belongs to another task", code="invalid_callback_token")
-    changed = await svc.ingestor.report(report)
+    seen_key = _seen_key(provider.name, delivery) if delivery else None
+    if seen_key is not None and await svc.coordination.claim(seen_key, SEEN_FOR) is not None:
+        # The same delivery again (a replay, or a retry after our answer was lost).
+        metrics.CALLBACKS.labels(report.family, "duplicate").inc()
+        return JSONResponse(DUPLICATE)
+    try:
+        changed = await svc.ingestor.report(report)
+    except BaseException:
+        if seen_key is not None:
+            with contextlib.suppress(RelayError):
+                await svc.coordination.release(seen_key)  # let the provider's retry in
+        raise
     metrics.CALLBACKS.labels(report.family, "applied" if changed else "unchanged").inc()
     return JSONResponse(RECEIVED)
+
+
+def _seen_key(provider: str, delivery: str) -> str:
+    return keys.delivery_seen(provider, hashlib.sha256(delivery.encode()).hexdigest()[:32])
 
 
 def shape_of(value: object, depth: int = 0) -> str:
@@ -137,8 +126,6 @@ def shape_of(value: object, depth: int = 0) -> str:
     return "null" if value is None else type(value).__name__
 
 
-# With and without a trailing slash: KIE counts a redirect as a failed delivery.
-routes = [
-    Route(path, kie_callback, methods=["POST"])
-    for path in ("/api/callbacks/kie", "/api/callbacks/kie/", "/api/callback", "/api/callback/")
-]
+# Every provider's paths, with and without a trailing slash: a redirect counts as a failed
+# delivery.
+routes = [Route(path, provider_callback, methods=["POST"]) for path in CALLBACK_PATHS]

@@ -18,10 +18,11 @@ import httpx
 from relay.backends import open_backends, open_storage
 from relay.catalogue import builtin
 from relay.downloader import Downloader
+from relay.env import mask_url
 from relay.errors import RelayError, ServiceUnavailable
-from relay.lifespan import open_provider
 from relay.models import Mode, Status, Task, utcnow
-from relay.settings import Settings, mask_url
+from relay.providers.registry import open_providers
+from relay.settings import Settings
 from relay.storage_keys import check_probe_key
 from relay.webhooks.messages import endpoint_label
 
@@ -64,7 +65,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
     )
     print("\nLinks:", file=out)
     store, coordination, hub, outbox, _, _ = open_backends(settings)
-    provider = open_provider(settings, catalogue)
+    provider = open_providers(settings, catalogue)
     storage = open_storage(settings)
     downloader = Downloader(settings)
     verdicts: list[Verdict] = []

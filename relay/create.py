@@ -117,6 +117,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
     """Create the task at the provider; return its id and the step that stores it
     (pending, version 1), which the caller runs (and keeps running if the store is away)."""
     callback_token = auth.callback_token(svc.settings.secret)
+    provider = svc.provider.for_model(new.model)
     price: int | None = None
     hold: str | None = None
     if svc.accounts is not None and owner is not None:
@@ -124,11 +125,11 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
         price = spec.price if spec.price is not None else svc.settings.default_price
         hold = await svc.accounts.reserve(owner, price)  # 402 before the provider is paid
     try:
-        provider_task_id = await svc.provider.create(
+        provider_task_id = await provider.create(
             CreateRequest(
                 model=new.model,
                 prompt=new.prompt,
-                callback_url=f"{svc.settings.public_url}/api/callbacks/kie?token={callback_token}",
+                callback_url=provider.callback_url(svc.settings.public_url, callback_token),
                 image_urls=new.image_urls,
                 options=new.options,
                 parent_task_id=new.parent_task_id,
@@ -144,7 +145,7 @@ async def start_task(svc: Services, new: NewTask, owner: str | None) -> tuple[st
     now = utcnow()
     task = Task(
         task_id=provider_task_id,
-        provider=svc.provider.name,
+        provider=provider.name,
         model=new.model,
         mode=new.mode,
         kind=new.kind,

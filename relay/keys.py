@@ -90,3 +90,8 @@ def hold(hold_id: str) -> str:
 def welcomed(user: str) -> str:
     """Set once a user has had RELAY_WELCOME_CREDITS."""
     return f"{PREFIX}:welcomed:{{{user}}}"
+
+
+def delivery_seen(provider: str, digest: str) -> str:
+    """A provider's callback delivery id, once applied (a replay of it changes nothing)."""
+    return f"{PREFIX}:seen:{provider}:{digest}"

@@ -12,7 +12,7 @@ from sse_starlette.sse import AppStatus
 
 from relay.backends import open_backends, open_storage
 from relay.background import Supervisor
-from relay.catalogue import Catalogue, builtin
+from relay.catalogue import builtin
 from relay.credits import Accounts
 from relay.downloader import Downloader
 from relay.errors import RelayError
@@ -21,8 +21,7 @@ from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
 from relay.mirror import Mirror
 from relay.models import Task
-from relay.providers.base import Provider
-from relay.providers.kie import KieClient
+from relay.providers.registry import open_providers
 from relay.reconcile import Reconciler
 from relay.recovery import Recovery
 from relay.services import Services
@@ -34,17 +33,6 @@ log = logging.getLogger("relay")
 
 
 
-def open_provider(settings: Settings, catalogue: Catalogue) -> Provider:
-    key = settings.kie_api_key or ("sim-key" if settings.provider == "sim" else "")
-    return KieClient(
-        settings.kie_base_url,
-        key,
-        timeout=settings.kie_timeout,
-        retry_budget=settings.kie_retry_budget,
-        catalogue=catalogue,
-    )
-
-
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
@@ -53,7 +41,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(hub.aclose)
         await hub.start()
         catalogue = builtin()
-        provider = open_provider(settings, catalogue)
+        provider = open_providers(settings, catalogue)
         stack.push_async_callback(provider.aclose)
         storage = open_storage(settings)
         await storage.start()

@@ -78,7 +78,7 @@ class Recovery:
         now = utcnow()
         task = Task(
             task_id=task_id,
-            provider=self.provider.name,
+            provider=info.provider,
             model=info.model,
             mode=Mode.IMAGE_TO_IMAGE if info.image_urls else Mode.TEXT_TO_IMAGE,
             kind=spec.kind if (spec := self.catalogue.models.get(info.model)) else "image",

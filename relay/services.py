@@ -16,7 +16,7 @@ from relay.idempotency import Settler
 from relay.ingest import Ingestor
 from relay.limits import RateLimit, StreamCap
 from relay.mirror import Mirror
-from relay.providers.base import Provider
+from relay.providers.registry import Providers
 from relay.recovery import Recovery
 from relay.settings import Settings
 from relay.webhooks.sender import Sender
@@ -29,7 +29,7 @@ class Services:
     store: TaskStore
     coordination: Coordination
     hub: Hub
-    provider: Provider
+    provider: Providers
     ingestor: Ingestor
     storage: ObjectStorage
     mirror: Mirror

@@ -7,14 +7,13 @@ valid value looks like.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, cast
-from urllib.parse import urlsplit
+
+from relay.env import Reader, is_whsec, mask_url
 
 AuthMode = Literal["token", "jwt", "none"]
 ProviderKind = Literal["kie", "sim"]
@@ -22,9 +21,14 @@ LogFormat = Literal["json", "console"]
 
 KIE_BASE_URL = "https://api.kie.ai"
 SECRET_FIELDS = frozenset(
-    {"secret", "kie_api_key", "kie_webhook_hmac_key", "s3_secret_access_key", "jwt_secret", "webhook_secrets"}
+    {
+        "secret", "kie_api_key", "kie_webhook_hmac_key", "s3_secret_access_key", "jwt_secret", "webhook_secrets",
+        "replicate_api_token", "replicate_webhook_secret",
+    }
 )
-DEFAULT_RESULT_HOSTS = ("*.aiquickdraw.com", "*.redpandaai.co", "*.kie.ai")
+# KIE's result hosts, and Replicate's (tests/fixtures/replicate/README.md).
+DEFAULT_RESULT_HOSTS = ("*.aiquickdraw.com", "*.redpandaai.co", "*.kie.ai", "replicate.delivery", "*.replicate.delivery")
+REPLICATE_BASE_URL = "https://api.replicate.com"
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (then failed).
 DEFAULT_WEBHOOK_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 WebhookEvents = Literal["terminal", "all"]
@@ -62,6 +66,9 @@ class Settings:
     kie_api_key: str = ""
     kie_base_url: str = KIE_BASE_URL
     kie_webhook_hmac_key: str | None = None
+    replicate_api_token: str = ""
+    replicate_base_url: str = REPLICATE_BASE_URL
+    replicate_webhook_secret: str | None = None  # else fetched from Replicate once
     secret: str = ""
     auth: AuthMode = "token"
     jwt_secret: str | None = None
@@ -131,7 +138,7 @@ class Settings:
     ) -> tuple[Settings, list[str]]:
         """The settings with each bad value replaced by its default, and the problems:
         what `relay check` needs to test every link it still can."""
-        r = _Reader({**(os.environ if env is None else env), **(overrides or {})})
+        r = Reader({**(os.environ if env is None else env), **(overrides or {})}, ENV_NAMES)
         settings = cls(
             redis_url=r.url("redis_url", "memory://", schemes=("memory", "redis", "rediss")),
             storage_url=r.url("storage_url", "file://./data/files", schemes=("file", "s3")),
@@ -152,6 +159,9 @@ class Settings:
             kie_api_key=r.text("kie_api_key", ""),
             kie_base_url=r.url("kie_base_url", KIE_BASE_URL, schemes=("http", "https")).rstrip("/"),
             kie_webhook_hmac_key=r.text("kie_webhook_hmac_key", "") or None,
+            replicate_api_token=r.text("replicate_api_token", ""),
+            replicate_base_url=r.url("replicate_base_url", REPLICATE_BASE_URL, schemes=("http", "https")).rstrip("/"),
+            replicate_webhook_secret=r.text("replicate_webhook_secret", "") or None,
             secret=r.text("secret", ""),
             auth=cast(AuthMode, r.choice("auth", "token", ("token", "jwt", "none"))),
             jwt_secret=r.text("jwt_secret", "") or None,
@@ -225,7 +235,7 @@ class Settings:
                 "whsec_ followed by base64 of at least 24 random bytes (e.g. whsec_$(openssl rand -base64 32))"
             )
         for n, secret in enumerate(self.webhook_secrets, 1):
-            if not _is_whsec(secret):
+            if not is_whsec(secret):
                 out.append(
                     f"RELAY_WEBHOOK_SECRET entry {n} is not whsec_ followed by base64 of at least 24 bytes"
                 )
@@ -272,6 +282,9 @@ ENV_NAMES: Mapping[str, str] = {
     "kie_api_key": "KIE_API_KEY",
     "kie_base_url": "KIE_BASE_URL",
     "kie_webhook_hmac_key": "KIE_WEBHOOK_HMAC_KEY",
+    "replicate_api_token": "REPLICATE_API_TOKEN",
+    "replicate_base_url": "REPLICATE_BASE_URL",
+    "replicate_webhook_secret": "REPLICATE_WEBHOOK_SECRET",
     "secret": "RELAY_SECRET",
     "auth": "RELAY_AUTH",
     "jwt_secret": "RELAY_JWT_SECRET",
@@ -314,95 +327,3 @@ ENV_NAMES: Mapping[str, str] = {
     "default_price": "RELAY_DEFAULT_PRICE",
     "welcome_credits": "RELAY_WELCOME_CREDITS",
 }
-
-
-def _is_whsec(secret: str) -> bool:
-    if not secret.startswith("whsec_"):
-        return False
-    try:
-        return len(base64.b64decode(secret[6:] + "==", validate=False)) >= 24
-    except (ValueError, binascii.Error):
-        return False
-
-
-def mask_url(url: str) -> str:
-    """A URL with any password replaced, for logs and `relay check`."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
-class _Reader:
-    """Reads settings by field name from the variables in ENV_NAMES. A bad value is
-    recorded in `problems` (naming the variable and what would be valid) and the default
-    is used, so one pass finds every problem."""
-
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[str] = []
-
-    def _raw(self, field_name: str) -> tuple[str, str | None]:
-        name = ENV_NAMES[field_name]
-        return name, self.env.get(name)
-
-    def text(self, field_name: str, default: str) -> str:
-        _, raw = self._raw(field_name)
-        return (raw if raw is not None else default).strip()
-
-    def choice(self, field_name: str, default: str, allowed: tuple[str, ...]) -> str:
-        name, _ = self._raw(field_name)
-        value = self.text(field_name, default)
-        if value not in allowed:
-            self.problems.append(f"{name}={value!r} is not one of: {', '.join(allowed)}")
-            return default
-        return value
-
-    def number(self, field_name: str, default: float, *, low: float) -> float:
-        name, raw = self._raw(field_name)
-        if raw is None or not raw.strip():
-            return float(default)
-        try:
-            value = float(raw)
-        except ValueError:
-            self.problems.append(f"{name}={raw!r} is not a number (e.g. {name}={default:g})")
-            return float(default)
-        if value < low:
-            self.problems.append(f"{name}={raw!r} must be at least {low:g}")
-            return float(default)
-        return value
-
-    def url(self, field_name: str, default: str, *, schemes: tuple[str, ...]) -> str:
-        name, _ = self._raw(field_name)
-        value = self.text(field_name, default)
-        if not value:
-            return value
-        if urlsplit(value).scheme not in schemes:
-            self.problems.append(
-                f"{name}={mask_url(value)!r} must start with one of: {', '.join(s + '://' for s in schemes)}"
-            )
-            return default
-        return value
-
-    def opt_url(self, field_name: str) -> str | None:
-        value = self.url(field_name, "", schemes=("http", "https"))
-        return value.rstrip("/") or None
-
-    def items(self, field_name: str) -> tuple[str, ...]:
-        return tuple(v.strip() for v in self.text(field_name, "").split(",") if v.strip())
-
-    def delays(self, field_name: str, default: tuple[float, ...]) -> tuple[float, ...]:
-        """Comma-separated seconds, e.g. 0,5,300."""
-        name, _ = self._raw(field_name)
-        raw = self.items(field_name)
-        if not raw:
-            return default
-        try:
-            values = tuple(float(v) for v in raw)
-        except ValueError:
-            values = ()
-        if not values or any(v < 0 for v in values):
-            self.problems.append(f"{name}={','.join(raw)!r} must be seconds >= 0, comma-separated (e.g. 0,5,300)")
-            return default
-        return values

@@ -360,7 +360,7 @@ async def test_callback_racing_the_create_is_not_lost(sim: str, client: httpx.As
     try:
         await until(lambda: started(server), timeout=10, what="uvicorn to start")
         services = app.state.services
-        real_create = services.provider.create
+        real_create = services.provider.for_model("google/nano-banana").create
         parked_statuses: list[int] = []
 
         async def racing_create(request: CreateRequest) -> str:
@@ -369,7 +369,7 @@ async def test_callback_racing_the_create_is_not_lost(sim: str, client: httpx.As
             parked_statuses.append(delivered["status"])
             return str(task_id)
 
-        services.provider.create = racing_create
+        services.provider.for_model("google/nano-banana").create = racing_create
         task = await create(client, f"http://{HOST}:{port}")
         assert parked_statuses == [200], "the early callback was acknowledged (parked)"
         assert task["status"] == "completed", "the parked callback was applied at create time"

@@ -1,8 +1,10 @@
-"""The provider seam. Relay's core speaks only this; `kie.py` is the one implementation
-that speaks KIE's HTTP API (pointed at api.kie.ai or at the built-in simulator)."""
+"""The provider seam. Relay's core speaks only this: `kie.py` speaks KIE's HTTP API and
+`replicate.py` Replicate's (each pointed at the real service or at the built-in
+simulator); `registry.py` picks one per model, from the model catalogue."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,10 +32,26 @@ class ProviderTask:
     callback_url: str | None
     created_at: datetime | None
     report: ProviderReport
+    provider: str = "kie"  # who has it (a lost record's provider is not known in advance)
 
 
 class Provider(Protocol):
     name: str
+    # The routes its callbacks arrive on (relay/callbacks.py serves each provider's).
+    callback_paths: tuple[str, ...]
+
+    def callback_url(self, public_url: str, token: str) -> str:
+        """Where the provider is told to send a task's callbacks (the token in the query)."""
+        ...
+
+    async def verify_callback(self, headers: Mapping[str, str], raw: bytes, payload: dict[str, Any]) -> str | None:
+        """Raise `Unauthorized` unless the callback is the provider's; return its delivery
+        id when the provider gives one (a second delivery of it changes nothing)."""
+        ...
+
+    def read_callback(self, payload: dict[str, Any]) -> ProviderReport:
+        """The callback body as a report; `InvalidPayload` when no known shape matches."""
+        ...
 
     async def create(self, request: CreateRequest) -> str:
         """Start a generation; return the provider's task id. Never waits for the result."""

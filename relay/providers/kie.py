@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from relay.catalogue import Catalogue, builtin
 from relay.errors import ProviderError
 from relay.models import ProviderReport
 from relay.normalize import is_record_pending, normalize_status
+from relay.providers import kie_callbacks
 from relay.providers.base import CreateRequest, ProviderTask
 from relay.providers.kie_errors import provider_error, retryable
 from relay.providers.kie_families import (
@@ -54,8 +56,10 @@ class KieClient:
         retry_budget: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
         catalogue: Catalogue | None = None,
+        webhook_hmac_key: str | None = None,
     ):
         self._catalogue = catalogue or builtin()
+        self._hmac_key = webhook_hmac_key
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -119,6 +123,19 @@ class KieClient:
             return None
         data = body.get("data")
         return data if isinstance(data, str) and data.startswith(("https://", "http://")) else None
+
+    # `/api/callback` is the path older front ends' KIE set-ups already send callbacks to.
+    callback_paths: tuple[str, ...] = ("/api/callbacks/kie", "/api/callbacks/kie/", "/api/callback", "/api/callback/")
+
+    def callback_url(self, public_url: str, token: str) -> str:
+        return f"{public_url}/api/callbacks/kie?token={token}"
+
+    async def verify_callback(self, headers: Mapping[str, str], raw: bytes, payload: dict[str, Any]) -> str | None:
+        kie_callbacks.verify(self._hmac_key, headers, payload)
+        return None  # KIE sends no delivery id: duplicates are judged by the task's version
+
+    def read_callback(self, payload: dict[str, Any]) -> ProviderReport:
+        return kie_callbacks.read(payload)
 
     async def cancel(self, task_id: str, model: str) -> bool:
         return False  # KIE has no cancel endpoint (KIE-API.md): the task runs to its end
