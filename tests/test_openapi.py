@@ -132,7 +132,7 @@ def test_every_route_is_documented(legacy: str) -> None:
         "/api/callbacks/kie", "/api/callback", "/api/callbacks/kie/", "/api/callback/", "/api/uploads", "/healthz", "/readyz", "/api/health",
         "/metrics", "/", "/openapi.json", "/files/{key}", "/api/models",
         "/api/tasks/{taskId}/deliveries", "/api/tasks/{taskId}/deliveries/redeliver",
-        "/api/tasks/{taskId}/cancel", "/api/me",
+        "/api/tasks/{taskId}/cancel", "/api/me", "/api/callbacks/replicate", "/api/callbacks/replicate/",
     }
     assert set(documented) == (contract | LEGACY_PATHS if legacy == "on" else contract)
 

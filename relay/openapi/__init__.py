@@ -39,7 +39,7 @@ from relay.openapi.schemas import (
     _task_schema,
 )
 from relay.openapi.users import user_paths
-from relay.openapi.webhooks import DELIVERY_SCHEMA, WEBHOOKS, webhook_paths
+from relay.openapi.webhooks import DELIVERY_SCHEMA, WEBHOOKS, replicate_callback, webhook_paths
 from relay.settings import Settings
 
 
@@ -64,6 +64,8 @@ def document(settings: Settings) -> dict[str, Any]:
         "paths": {
             **_paths(settings, task_security),
             **webhook_paths(task_security),
+            "/api/callbacks/replicate": replicate_callback("replicateCallback"),
+            "/api/callbacks/replicate/": replicate_callback("replicateCallbackSlash"),
             **user_paths(task_security, settings.auth == "jwt"),
             **(legacy_paths() if settings.legacy_routes else {}),
         },

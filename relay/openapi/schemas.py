@@ -255,7 +255,7 @@ RECEIVED_SCHEMA: Json = {
     "required": ["status"],
     "additionalProperties": False,
     "properties": {
-        "status": {"enum": ["received", "ignored"]},
+        "status": {"enum": ["received", "ignored", "duplicate"]},
         "reason": {"type": "string", "description": "Why an ignored callback could not be read."},
     },
 }

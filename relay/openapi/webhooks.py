@@ -117,3 +117,42 @@ WEBHOOKS: Json = {
         }
     }
 }
+
+
+PREDICTION: Json = {
+    "type": "object",
+    "description": "A Replicate prediction object, as Replicate POSTs it (no envelope).",
+    "required": ["id", "status"],
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"type": "string", "examples": ["starting", "processing", "succeeded", "failed", "canceled"]},
+        "output": {"description": "A URL, a list of URLs, or null."},
+        "error": {"type": ["string", "null"]},
+    },
+}
+
+
+def replicate_callback(operation_id: str) -> Json:
+    """Replicate's webhooks, verified per Standard Webhooks with the account's secret."""
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": "Receive a Replicate webhook",
+            "description": (
+                "Verify (URL token; `webhook-signature` over `id.timestamp.body` with the account's whsec_ "
+                "secret, timestamp within 5 minutes), normalize, ingest. A delivery id seen before changes "
+                "nothing (`{\"status\": \"duplicate\"}`); 503 makes Replicate retry."
+            ),
+            "tags": ["callbacks"],
+            "security": [{"callbackToken": []}],
+            "parameters": [
+                {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+                for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+            ],
+            "requestBody": {"required": True, "content": _json(PREDICTION)},
+            "responses": {
+                "200": _ok("Stored, a duplicate, or nothing to change.", _schema("Received")),
+                **_errors("400", "401", "404", "408", "413", "429", "503"),
+            },
+        }
+    }

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.catalogue import Catalogue, builtin
-from relay.sim import control, shapes
+from relay.sim import control, replicate, shapes
 from relay.sim.config import SimConfig
 from relay.sim.delivery import CALLBACK_TIMEOUT_SECONDS, auto_finish, finish, now_ms
 from relay.sim.media import EXTENSIONS, result_file
@@ -308,7 +308,12 @@ def _kie_routes() -> list[Route]:
 def create_sim_app(config: SimConfig, catalogue: Catalogue | None = None) -> Starlette:
     """The simulator as an ASGI app; serve it with uvicorn (its lifespan must run)."""
     app = Starlette(
-        routes=[*_kie_routes(), Route("/files/{task_id}/{name}", _file, methods=["GET"]), *control.routes],
+        routes=[
+            *_kie_routes(),
+            *replicate.routes,
+            Route("/files/{task_id}/{name}", _file, methods=["GET"]),
+            *control.routes,
+        ],
         lifespan=_lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )

@@ -70,6 +70,7 @@ _JSON_PARSERS: Mapping[str, Callable[[str, object], object]] = {
     "file_delay": _number,
     "create_delay": _number,
     "seed": _optional_integer,
+    "replicate_webhook_secret": _string,
 }
 
 
@@ -173,6 +174,8 @@ class SimConfig:
     file_delay: float = 0.0  # a slow result host: seconds before a file is served
     create_delay: float = 0.0  # a slow KIE: seconds before a create is answered
     seed: int | None = None  # seeds the random quirks, for reproducible runs
+    # Replicate mode signs its webhooks with this (GET /v1/webhooks/default/secret gives it).
+    replicate_webhook_secret: str = "whsec_cmVsYXktc2ltdWxhdG9yLXJlcGxpY2F0ZS1zZWNyZXQ="
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -195,6 +198,8 @@ class SimConfig:
             problems.append("record_null_seconds must be a non-negative number")
         if not 1 <= self.images_per_task <= MAX_IMAGES_PER_TASK:
             problems.append(f"images_per_task must be between 1 and {MAX_IMAGES_PER_TASK}")
+        if not self.replicate_webhook_secret.startswith("whsec_"):
+            problems.append("replicate_webhook_secret must start with whsec_")
         if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
             problems.append("public_url must start with http:// or https://")
         if problems:

@@ -16,6 +16,7 @@ import orjson
 
 from relay.sim import shapes
 from relay.sim.media import EXTENSIONS
+from relay.sim.replicate_shapes import prediction
 from relay.sim.state import Outcome, SimState, SimTask
 
 logger = logging.getLogger("relay.sim")
@@ -57,10 +58,22 @@ def finish(state: SimState, task: SimTask, *, success: bool, code: int | None = 
     else:
         default_code, default_msg = shapes.DEFAULT_FAILURE[task.family]
         task.outcome = Outcome(False, code or default_code, msg or default_msg, now, task.phase()[1])
-        # KIE's failure callback reports no credits consumed: a failed task is not charged.
-        state.credits += shapes.CREDITS_PER_TASK
+        if task.family != "replicate":
+            # KIE's failure callback reports no credits consumed: a failed task is not charged.
+            state.credits += shapes.CREDITS_PER_TASK
     task.last_callback = orjson.dumps(shapes.callback(state, task))
     return task.last_callback
+
+
+def standard_webhook_headers(secret: str, body: bytes) -> dict[str, str]:
+    """Replicate's signature (Standard Webhooks): `v1,` + base64 HMAC-SHA256 of
+    `id.timestamp.body` under the whsec_ secret. The id follows the body, so a retry or a
+    duplicate of one delivery carries the same id, as Replicate's do."""
+    msg_id = "msg_" + hashlib.sha256(body).hexdigest()[:27]
+    timestamp = str(int(time.time()))
+    key = base64.b64decode(secret.removeprefix("whsec_") + "==")
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": "v1," + base64.b64encode(mac).decode()}
 
 
 def signed_id(task: SimTask, body: bytes) -> str:
@@ -81,7 +94,9 @@ async def post(state: SimState, task: SimTask, body: bytes, url: str | None = No
             await asyncio.sleep(backoff)
         headers = {"content-type": "application/json"}
         key = state.config.webhook_hmac_key
-        if key:
+        if task.family == "replicate":
+            headers.update(standard_webhook_headers(state.config.replicate_webhook_secret, body))
+        elif key:
             timestamp = int(time.time())
             headers["X-Webhook-Timestamp"] = str(timestamp)
             headers["X-Webhook-Signature"] = webhook_signature(key, signed_id(task, body), timestamp)
@@ -125,12 +140,15 @@ async def _stages(state: SimState, task: SimTask, delay: float) -> None:
         if task.family == "suno" and task.callback_url:
             task.stage = stage
             await post(state, task, orjson.dumps(shapes.suno_stage(task, stage)))
+        elif task.family == "replicate" and stage == "text" and task.callback_url:
+            if "start" in task.request.get("webhook_events_filter", ["start"]):
+                await post(state, task, orjson.dumps(prediction(task, task.base_url)))  # `start`
         elif task.progress_url:
             await post(state, task, orjson.dumps(shapes.progress_callback(task)), task.progress_url)
 
 
 async def auto_finish(state: SimState, task: SimTask, delay: float) -> None:
-    if task.family == "suno" or task.progress_url:
+    if task.family in ("suno", "replicate") or task.progress_url:
         await _stages(state, task, delay)
         await asyncio.sleep(max(0.0, task.created_mono + delay - time.monotonic()))
     else:

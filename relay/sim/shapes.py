@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from relay.sim.replicate_shapes import prediction
 from relay.sim.state import SimState, SimTask
 
 Json = dict[str, Any]
@@ -299,6 +300,8 @@ DEFAULT_FAILURE: Mapping[str, tuple[int, str]] = {
     "runway-extend": (500, "Video generation failed."),
     "aleph": (400, "Your prompt was caught by our AI moderator. Please adjust it and try again!"),
     "suno": (501, "Audio generation failed"),
+    # A real failed prediction's error (get-failed.json carries a model's exception text).
+    "replicate": (0, "CUDA out of memory. Tried to allocate 2.00 GiB"),
 }
 
 
@@ -310,6 +313,8 @@ def callback(state: SimState, task: SimTask) -> Json:
     o = task.outcome
     assert o is not None, "only finished tasks have a callback"
     family, ok, tid = task.family, o.success, task.task_id
+    if family == "replicate":  # the prediction itself, no envelope (webhook-completed-docs.json)
+        return prediction(task, task.base_url)
     if family == "jobs":
         # jobs-callback-success-real-z-image.json; a failure says 501 "Playground task failed."
         data = jobs_record(task)
