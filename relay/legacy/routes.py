@@ -29,6 +29,7 @@ from relay.legacy.access import owned_task, result_index, stored_key
 from relay.legacy.browser import browser_of, new_cookie, owner_of
 from relay.legacy.shares import create_share, list_shares, share_page
 from relay.models import Task
+from relay.parsing import optional_text
 from relay.services import Services
 from relay.sse import EventStreamResponse
 from relay.tasks import links, services
@@ -45,15 +46,6 @@ async def _json_object(svc: Services, request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
-
-
-def _text(body: dict[str, Any], name: str, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise BadRequest(f"{name} must be a string of at most {limit} characters")
-    return value.strip() or None
 
 
 class _Creator:
@@ -113,7 +105,7 @@ async def generate_image(request: Request) -> JSONResponse:
 
 def _styled(body: dict[str, Any]) -> Any:
     prompt = body.get("prompt", "")
-    style = _text(body, "style", MAX_STYLE)
+    style = optional_text(body, "style", MAX_STYLE)
     return f"{prompt}, {style} style" if style and isinstance(prompt, str) and prompt.strip() else prompt
 
 

@@ -26,7 +26,7 @@ from relay.errors import BadRequest, Conflict, NotFound
 from relay.http import JSONResponse
 from relay.legacy.access import owned_task, stored_key
 from relay.models import Mode, Status, rfc3339
-from relay.parsing import ascii_int
+from relay.parsing import ascii_int, optional_text
 from relay.services import Services
 from relay.tasks import services
 
@@ -40,15 +40,6 @@ _GENERATED = re.compile(r"/generated/([A-Za-z0-9_-]{1,128})/(\d{1,3})\.[a-z0-9]{
 
 def _strip_query(url: str) -> str:
     return url.split("?", 1)[0].split("#", 1)[0]
-
-
-def _optional_text(body: dict[str, Any], name: str, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise BadRequest(f"{name} must be a string of at most {limit} characters")
-    return value.strip() or None
 
 
 def _target(body: dict[str, Any]) -> tuple[str, int | None]:
@@ -87,8 +78,8 @@ async def create_share(svc: Services, request: Request, body: dict[str, Any]) ->
     if stored_key(task, index) is None:
         raise Conflict("this result is not in our storage (mirroring is off or failed), so it cannot be shared",
                        code="not_mirrored")
-    prompt = _optional_text(body, "prompt", MAX_PROMPT) or task.prompt
-    style = _optional_text(body, "style", MAX_STYLE)
+    prompt = optional_text(body, "prompt", MAX_PROMPT) or task.prompt
+    style = optional_text(body, "style", MAX_STYLE)
     who = hashlib.sha256(f"{task.owner}:{request.cookies.get('relay_browser', '')}".encode()).hexdigest()
     claim = f"{keys.PREFIX}:sharing:{who}:{task.task_id}:{index}"
 

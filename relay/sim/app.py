@@ -24,7 +24,7 @@ from starlette.routing import Route
 from relay.catalogue import Catalogue, builtin
 from relay.sim import control, replicate, shapes
 from relay.sim.config import SimConfig
-from relay.sim.delivery import CALLBACK_TIMEOUT_SECONDS, auto_finish, finish, now_ms
+from relay.sim.delivery import CALLBACK_TIMEOUT_SECONDS, finish, now_ms, start
 from relay.sim.media import EXTENSIONS, result_file
 from relay.sim.requests import CHECKS, Invalid
 from relay.sim.state import MANUAL_NOMINAL_SECONDS, SimState, SimTask
@@ -91,9 +91,7 @@ def _new_task(request: Request, state: SimState, family: str, body: dict[str, An
         created_mono=now,
         nominal_seconds=config.callback_delay or MANUAL_NOMINAL_SECONDS,
     )
-    state.tasks[task.task_id] = task
-    if config.callback_delay is not None:
-        state.spawn(auto_finish(state, task, config.callback_delay), f"sim-{task.task_id}")
+    start(state, task)
     return task
 
 

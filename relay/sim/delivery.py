@@ -147,6 +147,14 @@ async def _stages(state: SimState, task: SimTask, delay: float) -> None:
             await post(state, task, orjson.dumps(shapes.progress_callback(task)), task.progress_url)
 
 
+def start(state: SimState, task: SimTask) -> None:
+    """Hold a new task, and finish it on its own after `callback_delay` (unless manual)."""
+    state.tasks[task.task_id] = task
+    delay = state.config.callback_delay
+    if delay is not None:
+        state.spawn(auto_finish(state, task, delay), f"sim-{task.task_id}")
+
+
 async def auto_finish(state: SimState, task: SimTask, delay: float) -> None:
     if task.family in ("suno", "replicate") or task.progress_url:
         await _stages(state, task, delay)

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from relay.catalogue import Catalogue
 from relay.sim import control
-from relay.sim.delivery import auto_finish, deliver_with_quirks, now_ms
+from relay.sim.delivery import deliver_with_quirks, now_ms, start
 from relay.sim.replicate_shapes import CANCELED, prediction
 from relay.sim.state import MANUAL_NOMINAL_SECONDS, Outcome, SimState, SimTask
 
@@ -89,9 +89,7 @@ async def _create(request: Request, model: str | None) -> Response:
         created_mono=now,
         nominal_seconds=config.callback_delay or MANUAL_NOMINAL_SECONDS,
     )
-    state.tasks[task.task_id] = task
-    if config.callback_delay is not None:
-        state.spawn(auto_finish(state, task, config.callback_delay), f"sim-{task.task_id}")
+    start(state, task)
     return Response(orjson.dumps(prediction(task, task.base_url)), 201, media_type="application/json")
 
 
