@@ -153,8 +153,10 @@ async def cancel_task(request: Request) -> JSONResponse:
 
 async def list_models(request: Request) -> JSONResponse:
     svc = services(request)
-    # `simulated`: results come from the built-in simulator, which a page should say.
-    return JSONResponse({"models": svc.catalogue.describe(), "simulated": svc.settings.provider == "sim"})
+    # Only models whose provider is configured here; `simulated`: results come from the
+    # built-in simulator, which a page should say.
+    models = [spec.describe() for spec in svc.catalogue.models.values() if svc.provider.available(spec.provider)]
+    return JSONResponse({"models": models, "simulated": svc.settings.provider == "sim"})
 
 
 async def tasks_collection(request: Request) -> JSONResponse:

@@ -64,3 +64,21 @@ async def test_forged_callbacks_and_unknown_routes(app_client: httpx.AsyncClient
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_callback_token"
     missing = await app_client.get("/api/nope/")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"
+
+
+async def test_models_of_unconfigured_providers_are_not_offered(tmp_path: Path) -> None:
+    """Without REPLICATE_API_TOKEN (and not on the simulator) Replicate's models are not
+    listed, and creating one is a 400 naming what is missing, before anyone is called."""
+    settings = Settings(
+        public_url="http://relay.test", secret=SECRET, provider="kie", kie_api_key="key",
+        kie_base_url="http://127.0.0.1:9", storage_url=f"file://{tmp_path}/files", kie_retry_budget=0,
+        log_level="WARNING",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            providers = {m["provider"] for m in (await client.get("/api/models")).json()["models"]}
+            assert providers == {"kie"}
+            answer = await client.post("/api/tasks", json={"prompt": "p", "model": "black-forest-labs/flux-schnell"})
+            assert answer.status_code == 400 and answer.json()["error"]["code"] == "provider_not_configured"
