@@ -93,9 +93,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if _busy(args.host, args.port):
         return 2
-    _uvicorn(
-        create_app(settings), args.host, args.port, forwarded_allow_ips=",".join(settings.trusted_proxies)
-    )
+    forwarded = ",".join(settings.trusted_proxies)
+    if args.workers > 1:
+        if settings.redis_url.startswith("memory"):
+            print(
+                "relay: --workers needs a shared store: set RELAY_REDIS_URL=redis://... (with memory:// each "
+                "worker would hold its own tasks and streams)",
+                file=sys.stderr,
+            )
+            return 2
+        # uvicorn's worker processes share the listening socket; each builds its own app
+        # (and its own clients) from the environment through the factory.
+        _uvicorn("relay.app:create_app", args.host, args.port, factory=True, workers=args.workers,
+                 forwarded_allow_ips=forwarded)
+        return 0
+    _uvicorn(create_app(settings), args.host, args.port, forwarded_allow_ips=forwarded)
     return 0
 
 
@@ -249,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run Relay with the environment's configuration")
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (all cores of one host; needs Redis)")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="print the configuration and test every link (store, hub, storage, KIE, public URL)")
