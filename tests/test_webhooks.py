@@ -76,14 +76,22 @@ async def test_retried_until_acknowledged_with_one_stable_id(
             assert bodies[0]["data"]["taskId"] == task["taskId"]
             assert bodies[0]["data"]["status"] == kind.removeprefix("task.")
             assert len({r.headers["webhook-timestamp"] for r in seen}) >= 1
-            listed = await deliveries(client, task)
-            assert [d["state"] for d in listed] == ["delivered"]
+
+            async def recorded(task: dict[str, Any] = task) -> list[dict[str, Any]] | None:
+                # The receiver has answered; Relay records the attempt a moment later.
+                found = await deliveries(client, task)
+                return found if [d["state"] for d in found] == ["delivered"] else None
+
+            listed = await until(recorded, timeout=10, what="the delivery recorded")
             assert [a["status"] for a in listed[0]["attempts"]] == [500, 500, 500, 200]
             assert listed[0]["id"] == seen[0].id and listed[0]["nextAttemptAt"] is None
         # Only terminal changes are sent by default; nothing more arrives.
         assert len(rx.requests) == 8 and rx.duplicates == 0
         label = rx.url.removesuffix("/hook")
-        assert await metric(client, relay.url, "relay_webhook_deliveries_total", endpoint=label, outcome="delivered") == 2
+        await until(
+            lambda: _metric_is(client, relay.url, "relay_webhook_deliveries_total", 2, endpoint=label, outcome="delivered"),
+            timeout=10, what="the delivered counter",
+        )
         assert await metric(client, relay.url, "relay_webhook_deliveries_total", endpoint=label, outcome="retried") == 6
 
 
@@ -175,6 +183,12 @@ async def test_gone_disables_and_redirects_are_not_followed(
         second = await create(client, relay.url, "gone")
         await finish(client, sim, second["taskId"])
         await until(lambda: _requests(rx, 7), timeout=10, what="the 410 answer")
+
+        async def second_failed() -> bool:
+            # The endpoint is disabled before that attempt is recorded as failed.
+            return [d["state"] for d in await deliveries(client, second)] == ["failed"]
+
+        await until(second_failed, timeout=10, what="the 410 recorded")
         third = await create(client, relay.url, "after gone")
         await finish(client, sim, third["taskId"])
 
