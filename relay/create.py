@@ -5,7 +5,6 @@ clicks), and store the new task."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,6 @@ from relay.models import TASK_ID_RE, Mode, Status, Task, utcnow
 from relay.providers.base import CreateRequest
 from relay.services import Services
 from relay.webhooks.sender import check_task_webhook
-
-log = logging.getLogger("relay.create")
 
 DEFAULT_MODELS = {Mode.TEXT_TO_IMAGE: "google/nano-banana", Mode.IMAGE_TO_IMAGE: "google/nano-banana-edit"}
 # Outer bounds before the model's own limits (from the catalogue) are checked.
