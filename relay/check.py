@@ -41,6 +41,8 @@ def topology(settings: Settings) -> str:
     scheme = urlsplit(settings.redis_url).scheme
     if scheme == "memory":
         return "one process, embedded store and hub (memory://): fine for a demo, not for several instances"
+    if scheme == "redis+sentinel":
+        return f"instances sharing Redis through Sentinel, following failovers ({mask_url(settings.redis_url)})"
     return f"instances sharing one Redis ({mask_url(settings.redis_url)})"
 
 

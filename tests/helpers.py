@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
 from typing import Any
 
 import httpx
@@ -109,3 +111,13 @@ HELPER = httpx.Client(timeout=10)
 def sim_task_ids(sim: str) -> list[str]:
     return [t["taskId"] for t in HELPER.get(f"{sim}/sim/tasks").json()["tasks"]]
 
+
+
+async def run_cli(env: dict[str, str], *args: str) -> str:
+    """`relay ARGS...` with an instance's environment; its output, stdout then stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        f"{sys.prefix}/bin/relay", *args, env={**env, "PATH": f"{sys.prefix}/bin:/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return out.decode() + err.decode()

@@ -12,7 +12,7 @@ import pytest
 from relay.backends.base import Ledger
 from relay.backends.ledger import MemoryLedger, RedisLedger
 from relay.backends.memory import MemoryStore
-from relay.backends.redis import connect
+from relay.backends.redis_clients import command_client
 from relay.credits import ORPHAN_AFTER, Accounts
 from relay.models import Mode, Status, Task, utcnow
 from tests.servers import RedisServer
@@ -25,7 +25,7 @@ async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     server.client().flushall()
-    client = connect(server.url, max_connections=20)
+    client = command_client(server.url, max_connections=20)
     try:
         yield RedisLedger(client)
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
-import sys
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from relay import keys
 from tests.conftest import StartRelay
-from tests.helpers import create, metric, wait_status
+from tests.helpers import create, metric, run_cli, wait_status
 from tests.servers import RedisServer
 from tests.waiting import until
 from tests.webhook_receiver import Received, connection_counter, receiver
@@ -216,16 +215,6 @@ async def test_gone_disables_and_redirects_are_not_followed(
         assert answer.status_code == 202 and answer.json()["queued"] == 1
         await until(lambda: _processed(rx, 1), timeout=15, what="the redelivered message")
         assert next(iter(rx.processed.values())).id.startswith(f"msg_{third['taskId']}_v")
-
-
-async def run_cli(env: dict[str, str], *args: str) -> str:
-    """`relay ARGS...` with the instance's environment; its output, stdout then stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        f"{sys.prefix}/bin/relay", *args, env={**env, "PATH": f"{sys.prefix}/bin:/usr/bin:/bin"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return out.decode() + err.decode()
 
 
 async def _requests(rx: Any, n: int) -> bool:

@@ -41,9 +41,10 @@ def open_backends(settings: Settings) -> Backends:
         memory = MemoryStore(hub, outbox=outbox, announcer=announcer)
         return Backends(memory, memory, hub, outbox, MemoryShares(), MemoryLedger())
     from relay.backends import redis as redis_backend
+    from relay.backends.redis_clients import command_client
     from relay.backends.redis_outbox import RedisOutbox
 
-    client = redis_backend.connect(settings.redis_url, max_connections=settings.redis_max_connections)
+    client = command_client(settings.redis_url, max_connections=settings.redis_max_connections)
     store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer)
     redis_hub = redis_backend.RedisHub(settings.redis_url, client)
     return Backends(

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay import keys, metrics
 from relay.backends.base import Page, history_cursor
+from relay.backends.redis_clients import listener_client
 from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.models import Task
@@ -88,25 +89,6 @@ async def call(coro: Any) -> Any:
         return await coro
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
-
-
-def connect(url: str, *, max_connections: int) -> aioredis.Redis:
-    """The command client: bounded per-command timeouts, an explicit pool size (redis-py's
-    default of 100 is a limit we would rather choose), and health checks on idle sockets.
-
-    The pool blocks (up to the command timeout) when every connection is busy: redis-py's
-    default pool raises "Too many connections" at once, which a burst of requests (a few
-    hundred streams opening while Redis pauses for a moment) turned into 503s on a healthy
-    store, and EventSource does not retry after a 503."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=5,  # waiting for a free connection; then ConnectionError -> StoreUnavailable
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=15,
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 class RedisStore:
@@ -299,11 +281,7 @@ class RedisHub:
 
     def __init__(self, url: str, publisher: aioredis.Redis):
         self._publisher = publisher
-        # No socket timeout on the listener: it waits for messages indefinitely and relies
-        # on its own health checks (PING every few seconds) to notice a dead connection.
-        self._listener = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5
-        )
+        self._listener = listener_client(url)
         self.fanout = LocalFanout()
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

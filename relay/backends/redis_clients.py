@@ -1,0 +1,76 @@
+"""The Redis clients Relay opens, from RELAY_REDIS_URL: `redis://` / `rediss://` (one
+server) or `redis+sentinel://[:password@]host:port[,host:port...]/service[/db]` (Redis
+Sentinel: the clients ask the sentinels for the current master, and after a failover
+their connections go to the new one).
+
+Two clients per process: the command client (bounded timeouts, a blocking pool) and the
+hub's pub/sub listener (no socket timeout; its own health checks).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The sentinel-managed pool with the blocking pool's wait for a free connection."""
+
+
+def _sentinel(url: str) -> tuple[Sentinel, str, int, str | None]:
+    """The sentinels, the service (master) name, the db and the password of a
+    `redis+sentinel://` URL."""
+    parts = urlsplit(url)
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"RELAY_REDIS_URL: {item!r} is not host:port of a sentinel")
+        hosts.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("RELAY_REDIS_URL: name the Sentinel service, e.g. redis+sentinel://h:26379/mymaster/0")
+    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+    password = unquote(parts.password) if parts.password else None
+    sentinel = Sentinel(hosts, socket_timeout=2, socket_connect_timeout=2)  # type: ignore[no-untyped-call]
+    return sentinel, path[0], db, password
+
+
+def command_client(url: str, *, max_connections: int) -> aioredis.Redis:
+    """Bounded per-command timeouts, an explicit pool size, health checks on idle sockets.
+
+    The pool blocks (up to 5 s) when every connection is busy: redis-py's default pool
+    raises "Too many connections" at once, which a burst of requests (a few hundred streams
+    opening while Redis pauses for a moment) turned into 503s on a healthy store, and
+    EventSource does not retry after a 503."""
+    options: dict[str, object] = {
+        "max_connections": max_connections,
+        "timeout": 5,  # waiting for a free connection; then ConnectionError -> StoreUnavailable
+        "socket_timeout": 5,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 15,
+    }
+    if urlsplit(url).scheme == SENTINEL_SCHEME:
+        sentinel, service, db, password = _sentinel(url)
+        client: aioredis.Redis = sentinel.master_for(
+            service, connection_pool_class=_SentinelBlockingPool, db=db, password=password, **options  # type: ignore[arg-type]
+        )
+        return client
+    return aioredis.Redis.from_pool(BlockingConnectionPool.from_url(url, **options))
+
+
+def listener_client(url: str) -> aioredis.Redis:
+    """No socket timeout: it waits for messages indefinitely and relies on its own health
+    checks (PING every few seconds) to notice a dead connection."""
+    if urlsplit(url).scheme == SENTINEL_SCHEME:
+        sentinel, service, db, password = _sentinel(url)
+        client: aioredis.Redis = sentinel.master_for(
+            service, db=db, password=password, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5
+        )
+        return client
+    return aioredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5)
