@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sse_starlette.sse import AppStatus
 
+from relay import gctune
 from relay.backends import open_backends, open_storage
 from relay.background import Supervisor
 from relay.catalogue import builtin
@@ -103,6 +104,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             log.warning("RELAY_AUTH=none: every task is readable by anyone who knows its id")
         if settings.demo:
             log.warning("demo mode: using a throwaway RELAY_SECRET; tokens die with this process")
+        # Everything built so far lives as long as the process (relay/gctune.py).
+        gctune.tune()
         yield services
 
 

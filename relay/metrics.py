@@ -31,3 +31,7 @@ WEBHOOK_OLDEST = Gauge(
 WEBHOOK_DISABLED = Gauge(
     "relay_webhook_endpoint_disabled", "1 while an endpoint is disabled (it answered 410 Gone)", ["endpoint"]
 )
+GC_PAUSES = Histogram(
+    "relay_gc_pause_seconds", "Garbage collection pauses of this process", ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+)

@@ -82,3 +82,14 @@ async def test_models_of_unconfigured_providers_are_not_offered(tmp_path: Path) 
             assert providers == {"kie"}
             answer = await client.post("/api/tasks", json={"prompt": "p", "model": "black-forest-labs/flux-schnell"})
             assert answer.status_code == 400 and answer.json()["error"]["code"] == "provider_not_configured"
+
+
+async def test_the_collector_is_tuned_and_timed(app_client: httpx.AsyncClient) -> None:
+    import gc
+
+    from relay.gctune import THRESHOLDS
+
+    assert gc.get_threshold() == THRESHOLDS and gc.get_freeze_count() > 0
+    gc.collect()
+    text = (await app_client.get("/metrics")).text
+    assert 'relay_gc_pause_seconds_count{generation="2"}' in text
