@@ -74,6 +74,8 @@ async def all_events(request: Request) -> Response | EventStreamResponse:
     if mine is not None:
         if mine != "1":
             raise BadRequest("mine must be 1 (every task of the signed-in user)")
+        if "taskId" in request.query_params:
+            raise BadRequest("use either mine=1 or taskId, not both")
         return await mine_stream(request)
     return await multi_events(request)
 
