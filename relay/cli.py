@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
 
 if TYPE_CHECKING:
+    from relay.backends.factory import Backends
     from relay.settings import Settings
 
 GRACEFUL_SHUTDOWN = 10
@@ -125,65 +126,70 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2 if problems else (0 if ok else 1)
 
 
-def cmd_webhooks(args: argparse.Namespace) -> int:
-    """List disabled webhook endpoints, or enable one again (it answered 410 Gone)."""
+def _on_shared_store(act: Callable[[Backends, argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+    """Run an operator command against the store the instances share. Settings are read
+    strictly: a mistyped RELAY_REDIS_URL must not quietly become an in-process store that
+    takes the change and forgets it when the command exits."""
     import asyncio
 
     from relay.backends import open_backends
-    from relay.settings import Settings
 
-    settings, _ = Settings.read()
+    if (settings := _settings()) is None:
+        return 2
+    if settings.redis_url.startswith("memory"):
+        print(f"relay {args.command}: set RELAY_REDIS_URL to the instances' Redis (memory:// is this process only)",
+              file=sys.stderr)
+        return 2
 
     async def run() -> int:
         backends = open_backends(settings)
         try:
-            if args.action == "enable":
-                if not args.url:
-                    print("relay webhooks enable: give the endpoint URL", file=sys.stderr)
-                    return 2
-                found = await backends.outbox.enable(args.url)
-                print(f"{args.url}: {'enabled again' if found else 'was not disabled'}")
-                return 0
-            disabled = await backends.outbox.disabled()
-            for url, why in disabled.items():
-                print(f"{url}\t{why}")
-            if not disabled:
-                print("no endpoint is disabled")
-            return 0
+            return await act(backends, args)
         finally:
             await backends.store.aclose()
 
     return asyncio.run(run())
+
+
+async def _webhooks(backends: Backends, args: argparse.Namespace) -> int:
+    """List disabled webhook endpoints, or enable one again (it answered 410 Gone)."""
+    if args.action == "enable":
+        if not args.url:
+            print("relay webhooks enable: give the endpoint URL", file=sys.stderr)
+            return 2
+        found = await backends.outbox.enable(args.url)
+        print(f"{args.url}: {'enabled again' if found else 'was not disabled'}")
+        return 0
+    disabled = await backends.outbox.disabled()
+    for url, why in disabled.items():
+        print(f"{url}\t{why}")
+    if not disabled:
+        print("no endpoint is disabled")
+    return 0
+
+
+async def _credits(backends: Backends, args: argparse.Namespace) -> int:
+    """`relay credits grant USER N` / `relay credits show USER`: balances by hand."""
+    if args.action == "grant":
+        if args.amount is None:
+            print("relay credits grant: give the amount, e.g. relay credits grant alice 100", file=sys.stderr)
+            return 2
+        balance = await backends.ledger.grant(args.user, args.amount, args.reason)
+        print(f"{args.user}: {args.amount:+d}, balance {balance}")
+        return 0
+    print(f"{args.user}: balance {await backends.ledger.balance(args.user)}")
+    for entry in await backends.ledger.entries(args.user, 20):
+        task = f" task {entry.task}" if entry.task else ""
+        print(f"  {entry.delta:+6d} -> {entry.balance:6d}  {entry.reason}{task}")
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    return _on_shared_store(_webhooks, args)
 
 
 def cmd_credits(args: argparse.Namespace) -> int:
-    """`relay credits grant USER N` / `relay credits show USER`: balances by hand."""
-    import asyncio
-
-    from relay.backends import open_backends
-    from relay.settings import Settings
-
-    settings, _ = Settings.read()
-
-    async def run() -> int:
-        backends = open_backends(settings)
-        try:
-            if args.action == "grant":
-                if args.amount is None:
-                    print("relay credits grant: give the amount, e.g. relay credits grant alice 100", file=sys.stderr)
-                    return 2
-                balance = await backends.ledger.grant(args.user, args.amount, args.reason)
-                print(f"{args.user}: {args.amount:+d}, balance {balance}")
-                return 0
-            print(f"{args.user}: balance {await backends.ledger.balance(args.user)}")
-            for entry in await backends.ledger.entries(args.user, 20):
-                task = f" task {entry.task}" if entry.task else ""
-                print(f"  {entry.delta:+6d} -> {entry.balance:6d}  {entry.reason}{task}")
-            return 0
-        finally:
-            await backends.store.aclose()
-
-    return asyncio.run(run())
+    return _on_shared_store(_credits, args)
 
 
 def cmd_kie_sim(args: argparse.Namespace) -> int:

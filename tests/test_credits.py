@@ -46,6 +46,10 @@ async def test_cancel_is_final_and_refunds_once(
     # Welcome credits: the only way to give a memory:// instance's users a balance.
     relay = start_relay(backend, **credit_env(RELAY_WELCOME_CREDITS="10"))
     user = "carol"
+    if backend == "memory://":
+        # An operator command on memory:// would change a ledger that dies with it.
+        refused = await run_cli(relay.env, "credits", "grant", user, "5")
+        assert "memory:// is this process only" in refused, refused
     task = (await client.post(f"{relay.url}/api/tasks", json={"prompt": "stop me"}, headers=bearer(user))).json()
     assert task["cost"] == 3 and (await me(client, relay, user))["balance"] == 7
     cancel = f"{relay.url}/api/tasks/{task['taskId']}/cancel"

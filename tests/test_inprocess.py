@@ -4,8 +4,10 @@ refusals, the OpenAPI document, readiness."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,18 +20,25 @@ from tests.servers import SECRET
 pytestmark = pytest.mark.inprocess
 
 
-@pytest.fixture
-async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        public_url="http://relay.test", secret=SECRET, provider="sim", kie_api_key="sim-key",
-        kie_base_url="http://127.0.0.1:9", storage_url=f"file://{tmp_path}/files", kie_retry_budget=0,
-        log_level="WARNING",
-    )
-    app = create_app(settings)
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on the memory backends, its lifespan run, an httpx client on it."""
+    defaults: dict[str, Any] = {
+        "public_url": "http://relay.test", "secret": SECRET, "provider": "sim", "kie_api_key": "sim-key",
+        "kie_base_url": "http://127.0.0.1:9", "storage_url": f"file://{tmp_path}/files", "kie_retry_budget": 0,
+        "log_level": "WARNING",
+    }
+    app = create_app(Settings(**{**defaults, **settings}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
             yield client
+
+
+@pytest.fixture
+async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(tmp_path) as client:
+        yield client
 
 
 async def test_catalogue_and_document(app_client: httpx.AsyncClient) -> None:
@@ -69,19 +78,11 @@ async def test_forged_callbacks_and_unknown_routes(app_client: httpx.AsyncClient
 async def test_models_of_unconfigured_providers_are_not_offered(tmp_path: Path) -> None:
     """Without REPLICATE_API_TOKEN (and not on the simulator) Replicate's models are not
     listed, and creating one is a 400 naming what is missing, before anyone is called."""
-    settings = Settings(
-        public_url="http://relay.test", secret=SECRET, provider="kie", kie_api_key="key",
-        kie_base_url="http://127.0.0.1:9", storage_url=f"file://{tmp_path}/files", kie_retry_budget=0,
-        log_level="WARNING",
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
-            providers = {m["provider"] for m in (await client.get("/api/models")).json()["models"]}
-            assert providers == {"kie"}
-            answer = await client.post("/api/tasks", json={"prompt": "p", "model": "black-forest-labs/flux-schnell"})
-            assert answer.status_code == 400 and answer.json()["error"]["code"] == "provider_not_configured"
+    async with serving(tmp_path, provider="kie", kie_api_key="key") as client:
+        providers = {m["provider"] for m in (await client.get("/api/models")).json()["models"]}
+        assert providers == {"kie"}
+        answer = await client.post("/api/tasks", json={"prompt": "p", "model": "black-forest-labs/flux-schnell"})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "provider_not_configured"
 
 
 async def test_the_collector_is_tuned_and_timed(app_client: httpx.AsyncClient) -> None:

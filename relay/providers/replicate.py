@@ -167,8 +167,9 @@ class ReplicateClient:
             if exc.status == 404:
                 return None
             raise
-        raw_input = body.get("input") if isinstance(body.get("input"), dict) else {}
-        assert isinstance(raw_input, dict)
+        raw_input = body.get("input")
+        if not isinstance(raw_input, dict):
+            raw_input = {}
         created = body.get("created_at")
         model = str(body.get("model") or "")
         spec = next((s for s in self._catalogue.models.values() if s.upstream.split(":")[0] == model), None)

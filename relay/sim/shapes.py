@@ -300,8 +300,9 @@ DEFAULT_FAILURE: Mapping[str, tuple[int, str]] = {
     "runway-extend": (500, "Video generation failed."),
     "aleph": (400, "Your prompt was caught by our AI moderator. Please adjust it and try again!"),
     "suno": (501, "Audio generation failed"),
-    # A real failed prediction's error (get-failed.json carries a model's exception text).
-    "replicate": (0, "CUDA out of memory. Tried to allocate 2.00 GiB"),
+    # get-failed.json's error (a hand-authored sample from trigger.dev's Replicate source;
+    # no failed prediction was found in recorded traffic).
+    "replicate": (0, "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 39.39 GiB total capacity)"),
 }
 
 
