@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from relay import callbacks, events, me, metrics, mine, tasks, uploads
 from relay.env import mask_url
 from relay.errors import RelayError
+from relay.fastlane import FastLane
 from relay.files import files_mount
 from relay.http import JSONResponse
 from relay.legacy import routes as legacy_routes
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("relay ready (store=%s, provider=%s)", mask_url(settings.redis_url), settings.kie_base_url)
             yield
 
+    handlers = {RelayError: relay_error, HTTPException: http_error, Exception: internal_error}
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
@@ -135,7 +137,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     if (files := files_mount(settings)) is not None:
         routes.append(files)
-    middleware = [Middleware(RequestContext)]
+    fast = [*callbacks.routes, *events.routes]
+    middleware = [Middleware(RequestContext, quiet=[r.path for r in fast])]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -149,12 +152,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             )
         )
-    app = Starlette(
-        routes=routes,
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers={RelayError: relay_error, HTTPException: http_error, Exception: internal_error},
-    )
+    # Innermost, so request ids, the log line, metrics and CORS apply to its routes too.
+    middleware.append(Middleware(FastLane, routes=fast, handlers=handlers))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
     # A wrong trailing slash gets a JSON 404, never a redirect a client might not follow
     # (the callback routes answer with and without one).
     app.router.redirect_slashes = False

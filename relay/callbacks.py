@@ -40,8 +40,8 @@ async def provider_callback(request: Request) -> JSONResponse:
     # Only refused callbacks count against the limit: providers send genuine ones from a
     # few addresses in bursts, and they must never meet a 429; a sender of forgeries does.
     svc.callback_limit.refuse_if_blocked(address)
-    path = request.url.path
-    if not any(path == p for p in svc.provider.callback_paths):
+    path = request.scope["path"]
+    if path not in svc.provider.callback_paths:
         raise NotFound("no provider configured here sends callbacks to this route")
     try:
         return await _receive(svc, request, svc.provider.for_path(path))
@@ -68,7 +68,7 @@ async def _receive(svc: Services, request: Request, provider: Provider) -> JSONR
         # readable by retrying. Say what it looked like (field names and types, never
         # values), count it, and let the reconciler finish the task from the status API.
         log.warning("ignored an unreadable callback: %s; its shape: %s", exc.message, shape_of(payload))
-        metrics.CALLBACKS.labels("unknown", "unreadable").inc()
+        metrics.child(metrics.CALLBACKS, "unknown", "unreadable").inc()
         await svc.callback_limit.check(address_of(request))
         return JSONResponse({"status": "ignored", "reason": exc.message})
     named = request.query_params.get("task")
@@ -83,7 +83,7 @@ async def _receive(svc: Services, request: Request, provider: Provider) -> JSONR
     if task is None:
         # The callback raced our create response; keep it for `parked.apply`.
         await parked.park(svc.store, svc.coordination, report.task_id, token, raw)
-        metrics.CALLBACKS.labels(report.family, "parked").inc()
+        metrics.child(metrics.CALLBACKS, report.family, "parked").inc()
         log.info("parked an early callback", extra={"task_id": report.task_id})
         # The create may have stored the task and drained the parking lot between our
         # read and our park; look once more so the callback cannot be stranded.
@@ -92,12 +92,12 @@ async def _receive(svc: Services, request: Request, provider: Provider) -> JSONR
             await parked.apply(svc.store, svc.ingestor, task)
         return JSONResponse(RECEIVED)
     if not auth.token_matches(token, task.callback_hash):
-        metrics.CALLBACKS.labels(report.family, "rejected").inc()
+        metrics.child(metrics.CALLBACKS, report.family, "rejected").inc()
         raise Unauthorized("the callback URL's token belongs to another task", code="invalid_callback_token")
     seen_key = _seen_key(provider.name, delivery) if delivery else None
     if seen_key is not None and await svc.coordination.claim(seen_key, SEEN_FOR) is not None:
         # The same delivery again (a replay, or a retry after our answer was lost).
-        metrics.CALLBACKS.labels(report.family, "duplicate").inc()
+        metrics.child(metrics.CALLBACKS, report.family, "duplicate").inc()
         return JSONResponse(DUPLICATE)
     try:
         changed = await svc.ingestor.report(report)
@@ -106,7 +106,7 @@ async def _receive(svc: Services, request: Request, provider: Provider) -> JSONR
             with contextlib.suppress(RelayError):
                 await svc.coordination.release(seen_key)  # let the provider's retry in
         raise
-    metrics.CALLBACKS.labels(report.family, "applied" if changed else "unchanged").inc()
+    metrics.child(metrics.CALLBACKS, report.family, "applied" if changed else "unchanged").inc()
     return JSONResponse(RECEIVED)
 
 

@@ -118,14 +118,16 @@ class Ingestor:
                 current = None  # someone else wrote first: read, decide again
                 continue
             self._remember(new)
-            log.info(
+            # Status changes at INFO (a few per task); progress alone at DEBUG.
+            log.log(
+                logging.INFO if new.status is not current.status else logging.DEBUG,
                 "task %s -> %s (v%d)",
                 current.status.value,
                 new.status.value,
                 new.version,
                 extra={"task_id": new.task_id, "status": new.status.value, "version": new.version},
             )
-            metrics.TRANSITIONS.labels(new.status.value).inc()
+            metrics.child(metrics.TRANSITIONS, new.status.value).inc()
             for listener in self.listeners:
                 await listener(current, new)
             return new

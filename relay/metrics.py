@@ -3,7 +3,13 @@ are low-cardinality (never a task id)."""
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 HTTP_REQUESTS = Counter("relay_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("relay_http_request_seconds", "HTTP request latency (streams: time to headers)", ["route"])
@@ -35,3 +41,10 @@ GC_PAUSES = Histogram(
     "relay_gc_pause_seconds", "Garbage collection pauses of this process", ["generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
 )
+
+
+@functools.lru_cache(maxsize=2048)
+def child(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once: `.labels()` validates and takes a lock on
+    every call, which the hot paths (each request, each callback) paid every time."""
+    return metric.labels(*values)
