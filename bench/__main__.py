@@ -1,6 +1,7 @@
-"""`python -m bench all [--quick]`: run every scenario against Relay and nchan and write
-bench/RESULTS.md (+ bench/results.png, bench/results.json). `python -m bench selftest`
-checks the SSE parser and HTTP framing."""
+"""`python -m bench all [--quick]`: run every scenario against Relay, the tutorial Python peer
+and nchan and write bench/RESULTS.md (+ bench/results.png, bench/results.json; with
+`--output DIR/NAME.md`: DIR/NAME.png and DIR/NAME.json). `python -m bench selftest` checks the
+SSE parser, HTTP framing, plotter and metrics parsing."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import procstats
+from bench import gcstats, procstats
 from bench.httpclient import Client
 from bench.plot import sweep_plot
 from bench.pool import ROOT, Pool
 from bench.report import RunInfo, render
-from bench.scenarios import RELAY_ONLY, SCENARIOS, Env, Sizes, not_applicable
+from bench.scenarios import NOT_APPLICABLE, SCENARIOS, Env, Sizes, not_applicable
 from bench.servers import command_version
 from bench.stats import ScenarioResult, fmt
 from bench.targets import TARGETS, RelayTarget, Target
@@ -51,8 +52,10 @@ FULL: dict[str, float | str] = {
 
 # Headline figures printed after each run.
 SUMMARY = {
-    "per-task": ["callbacks/s (processing round)", "callback→processing event p50", "callback→processing event p99"],
-    "fanout": ["deliveries/s", "update→event p50", "update→event p99"],
+    "per-task": ["callbacks/s (processing round)", "callback→processing event p50", "callback→processing event p99",
+                 "lost (stream never got the version)", "streams not ended by the server after completion"],
+    "fanout": ["deliveries/s", "update→event p50", "update→event p99", "final state lost",
+               "streams not ended by the server after completion"],
     "idle": ["open streams", "server RSS with all streams", "server memory per stream", "probe update→event p99"],
     "ingest": ["callbacks/s", "ack p50", "ack p99"],
     "replay": ["streams missing the newest state after reconnect", "duplicated deliveries", "reconnect→first event p99"],
@@ -87,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("all", help="run the scenarios against the targets and write the report")
-    run.add_argument("--quick", action="store_true", help="small sizes, about three minutes in all")
-    run.add_argument("--targets", default="relay,nchan", help="comma list of: relay, nchan")
+    run.add_argument("--quick", action="store_true", help="small sizes, about five minutes in all")
+    run.add_argument("--targets", default="relay,peer,nchan", help="comma list of: relay, peer, nchan")
     run.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: " + ", ".join(SCENARIOS))
     run.add_argument("--per-task", type=int, help="per-task: tasks, one stream each (full 2000, quick 500)")
     run.add_argument("--fanout-streams", type=int, help="fanout: streams on one task (full 1000, quick 300)")
@@ -110,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep", action="store_true", help="keep the servers' logs and configs")
     run.add_argument("--relay-env", action="append", default=[], metavar="NAME=VALUE",
                      help="extra environment for `relay serve` (repeatable)")
+    run.add_argument("--relay-workers", type=int, default=1, metavar="N",
+                     help="run Relay as `relay serve --workers N` (default 1); CPU and RSS are summed")
     sub.add_parser("selftest", help="check the SSE parser, HTTP framing and plotter")
     return parser
 
@@ -166,10 +171,19 @@ def versions() -> dict[str, str]:
     return out
 
 
-def make_target(name: str, workdir: Path, nofile: int, relay_env: dict[str, str]) -> Target:
+def make_target(name: str, workdir: Path, nofile: int, relay_env: dict[str, str], relay_workers: int) -> Target:
     if name == "relay":
-        return RelayTarget(workdir, nofile, extra_env=relay_env)
+        return RelayTarget(workdir, nofile, extra_env=relay_env, workers=relay_workers)
     return TARGETS[name](workdir, nofile)
+
+
+def companion(output: Path, suffix: str) -> Path:
+    """results.json / results.png next to the report: RESULTS.md -> results.json,
+    RESULTS-idle.md -> results-idle.json, /tmp/try.md -> /tmp/try.json."""
+    stem = output.stem
+    if stem.startswith("RESULTS"):
+        stem = "results" + stem[len("RESULTS"):]
+    return output.with_name(stem + suffix)
 
 
 def summary_line(result: ScenarioResult) -> str:
@@ -184,6 +198,8 @@ def summary_line(result: ScenarioResult) -> str:
     if client:
         parts.append(f"server CPU {client['cpu'].get('server', 0):.0f}%, "
                      f"busiest load process {client['busiest_client_pct']:.0f}%")
+    if result.gc:
+        parts.append(gcstats.summary(result.gc))
     return f"  {result.scenario:8} {result.target:6} " + "; ".join(parts)
 
 
@@ -202,9 +218,12 @@ async def run_all(args: argparse.Namespace) -> int:
         if name not in SCENARIOS:
             raise SystemExit(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     relay_env = dict(item.split("=", 1) for item in args.relay_env)
+    if args.relay_workers < 1:
+        raise SystemExit("--relay-workers must be at least 1")
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     print(f"bench: {'quick' if args.quick else 'full'} mode, targets {targets}, scenarios {scenarios}", flush=True)
-    print(f"bench: sizes {dataclasses.asdict(sizes)}; {args.workers} load workers; logs in {workdir}", flush=True)
+    print(f"bench: sizes {dataclasses.asdict(sizes)}; {args.workers} load workers; "
+          f"{args.relay_workers} Relay worker(s); logs in {workdir}", flush=True)
 
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
@@ -217,11 +236,11 @@ async def run_all(args: argparse.Namespace) -> int:
     try:
         for scenario in scenarios:
             for name in targets:
-                if scenario in RELAY_ONLY and name != "relay":
+                if name in NOT_APPLICABLE.get(scenario, ()):
                     results.append(not_applicable(scenario, TARGETS[name].name))
-                    print(f"bench: {scenario} against {TARGETS[name].name}: n/a (Relay only)", flush=True)
+                    print(f"bench: {scenario} against {TARGETS[name].name}: n/a", flush=True)
                     continue
-                target = make_target(name, workdir / f"{scenario}-{name}", nofile, relay_env)
+                target = make_target(name, workdir / f"{scenario}-{name}", nofile, relay_env, args.relay_workers)
                 client: Client | None = None
                 print(f"bench: {scenario} against {target.name} ...", flush=True)
                 t0 = time.monotonic()
@@ -258,11 +277,12 @@ async def run_all(args: argparse.Namespace) -> int:
     if not results:
         print(f"bench: no results; server logs kept in {workdir}", file=sys.stderr)
         return 130 if interrupted else 1
-    names = [TARGETS[t].name for t in targets]
+    order = list(TARGETS)  # the report's columns: Relay, peer, nchan, whatever the run order
+    names = [TARGETS[t].name for t in sorted(targets, key=order.index)]
     plot_name = None
     levels = {r.target: r.levels for r in results if r.scenario == "idle" and r.levels}
     if levels:
-        plot_path = args.output.with_name("results.png")
+        plot_path = companion(args.output, ".png")
         sweep_plot(plot_path, levels)
         plot_name = plot_path.name
     argv = " ".join(sys.argv[1:])
@@ -277,14 +297,16 @@ async def run_all(args: argparse.Namespace) -> int:
         workers=args.workers,
         load_at_start=load_at_start,
         workdir=str(workdir) if args.keep or any(r.failed for r in results) else "(removed after the run)",
+        relay_workers=args.relay_workers,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(info, results, names, plot_name))
-    args.output.with_name("results.json").write_text(json.dumps(
+    json_path = companion(args.output, ".json")
+    json_path.write_text(json.dumps(
         {"info": dataclasses.asdict(info), "results": [dataclasses.asdict(r) for r in results]},
         indent=1, default=str,
     ))
-    print(f"bench: wrote {args.output}" + (f" and {plot_name}" if plot_name else ""), flush=True)
+    print(f"bench: wrote {args.output}, {json_path.name}" + (f" and {plot_name}" if plot_name else ""), flush=True)
     if not args.keep and not any(r.failed for r in results):
         shutil.rmtree(workdir, ignore_errors=True)
     return 130 if interrupted else (1 if any(r.failed for r in results) else 0)

@@ -68,7 +68,8 @@ def task_message(key: str, version: int, *, final: bool) -> bytes:
 
 
 def update_body(kind: str, key: str, version: int, *, final: bool) -> bytes:
-    """The body of the update that makes `version` on target `kind` ("relay" or "nchan")."""
+    """The body of the update that makes `version` on target `kind` ("relay", "peer" or
+    "nchan"): a KIE callback for Relay, the task object for the others."""
     if kind == "relay":
         return relay_update(key, version, final=final)
     return task_message(key, version, final=final)

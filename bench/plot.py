@@ -18,6 +18,7 @@ GREY: Color = (200, 200, 200)
 DARK: Color = (90, 90, 90)
 BLUE: Color = (31, 119, 180)
 ORANGE: Color = (230, 115, 0)
+GREEN: Color = (44, 160, 44)
 
 _GLYPHS = {
     "0": "01110 10001 10011 10101 11001 10001 01110",
@@ -196,7 +197,7 @@ def chart(canvas: Canvas, box: tuple[int, int, int, int], title: str, xlabel: st
 def sweep_plot(path: Path, levels: dict[str, list[dict[str, float]]]) -> None:
     """Two panels against the number of open streams: probe latency (p50 dashed, p99 solid)
     and server RSS, one colour per target."""
-    colors = {"Relay": BLUE, "nchan": ORANGE}
+    colors = {"Relay": BLUE, "nchan": ORANGE, "peer": GREEN}
     canvas = Canvas(1400, 560)
     latency: list[Series] = []
     memory: list[Series] = []

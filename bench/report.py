@@ -1,5 +1,6 @@
-"""bench/RESULTS.md: machine, versions, commands, then every scenario's figures for Relay
-and nchan side by side with their ratio."""
+"""bench/RESULTS.md: machine, versions, commands, then every scenario's figures for Relay,
+the tutorial peer and nchan side by side with Relay's ratio to each; the delivery-integrity
+and GC tables."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench import gcstats, integrity
 from bench.stats import ScenarioResult, fmt, ratio
 
 DESCRIPTIONS = {
     "per-task": (
         "N tasks, one SSE stream each. A KIE `generating` callback is posted for every task "
-        "(nchan: a publish per channel), with {senders} requests in flight; latency is from "
+        "(nchan: a publish per channel; peer: a POST of the task object), with {senders} requests in flight; latency is from "
         "just before each callback is written to the arrival of that task's `processing` "
         "event. Then a success callback per task (`completed`)."
     ),
@@ -36,7 +38,7 @@ DESCRIPTIONS = {
         "reconnect with the final id must receive nothing."
     ),
     "leak": (
-        "Relay only (nchan: n/a). Against one server, started once: the per-task workload "
+        "Relay and the peer (nchan: n/a). Against one server, started once: the per-task workload "
         "({leak_tasks} tasks with one stream each, every callback posted, every stream sees its "
         "events, streams closed) {leak_runs} times back to back. After each run, once the server's "
         "side of every connection is gone and the server has settled (the settle wait, then until "
@@ -96,6 +98,13 @@ class RunInfo:
     workers: int
     load_at_start: str
     workdir: str
+    relay_workers: int = 1
+
+    @property
+    def relay_workers_text(self) -> str:
+        if self.relay_workers <= 1:
+            return "one uvicorn process"
+        return f"`--workers {self.relay_workers}`: {self.relay_workers} uvicorn worker processes; CPU and RSS summed"
 
 
 def _find(results: Sequence[ScenarioResult], scenario: str, target: str) -> ScenarioResult | None:
@@ -109,6 +118,21 @@ def _arrow(better: str) -> str:
     return " ↓" if better == "low" else " ↑" if better == "high" else ""
 
 
+def ratio_pairs(targets: Sequence[str]) -> list[tuple[int, int]]:
+    """(Relay's column, other column) for every ratio shown: Relay ÷ nchan first, then ÷ the
+    other targets; none without Relay."""
+    base = next((i for i, t in enumerate(targets) if t.lower() == "relay"), None)
+    if base is None:
+        return []
+    others = [i for i, t in enumerate(targets) if i != base]
+    others.sort(key=lambda i: targets[i].lower() != "nchan")
+    return [(base, i) for i in others]
+
+
+def _ratio_head(targets: Sequence[str]) -> str:
+    return "".join(f" | {targets[a]}÷{targets[b]}" for a, b in ratio_pairs(targets))
+
+
 def comparison_table(results: Sequence[ScenarioResult], scenario: str, targets: Sequence[str]) -> list[str]:
     per = {t: _find(results, scenario, t) for t in targets}
     labels: list[tuple[str, str, str]] = []
@@ -118,21 +142,23 @@ def comparison_table(results: Sequence[ScenarioResult], scenario: str, targets: 
         for row in r.rows:
             if row.label not in [lab for lab, _, _ in labels]:
                 labels.append((row.label, row.unit, row.better))
-    head = "| metric | " + " | ".join(targets) + (" | Relay/nchan |" if len(targets) == 2 else " |")
-    out = [head, "|" + "---|" * (len(targets) + 1 + (len(targets) == 2))]
+    pairs = ratio_pairs(targets)
+    head = "| metric | " + " | ".join(targets) + _ratio_head(targets) + " |"
+    out = [head, "|" + "---|" * (len(targets) + 1 + len(pairs))]
     for label, unit, better in labels:
         values = [per[t].value(label) if per[t] is not None else None for t in targets]  # type: ignore[union-attr]
         cells = [fmt(v, unit) for v in values]
         line = f"| {label}{_arrow(better)} | " + " | ".join(cells)
-        if len(targets) == 2:
-            line += f" | {ratio(values[0], values[1]) if better else ''}"
+        for a, b in pairs:
+            line += f" | {ratio(values[a], values[b]) if better else ''}"
         out.append(line + " |")
     return out
 
 
 def headline_table(results: Sequence[ScenarioResult], targets: Sequence[str]) -> list[str]:
-    out = ["| scenario | metric | " + " | ".join(targets) + (" | Relay/nchan |" if len(targets) == 2 else " |"),
-           "|" + "---|" * (len(targets) + 2 + (len(targets) == 2))]
+    pairs = ratio_pairs(targets)
+    out = ["| scenario | metric | " + " | ".join(targets) + _ratio_head(targets) + " |",
+           "|" + "---|" * (len(targets) + 2 + len(pairs))]
     for scenario, label in HEADLINE:
         rows = [_find(results, scenario, t) for t in targets]
         if all(r is None for r in rows):
@@ -147,8 +173,8 @@ def headline_table(results: Sequence[ScenarioResult], targets: Sequence[str]) ->
                         value, unit, better = row.value, row.unit, row.better
             values.append(value)
         line = f"| {scenario} | {label}{_arrow(better)} | " + " | ".join(fmt(v, unit) for v in values)
-        if len(targets) == 2:
-            line += f" | {ratio(values[0], values[1])}"
+        for a, b in pairs:
+            line += f" | {ratio(values[a], values[b])}"
         out.append(line + " |")
     return out
 
@@ -248,13 +274,14 @@ def client_table(results: Sequence[ScenarioResult]) -> list[str]:
 def render(info: RunInfo, results: Sequence[ScenarioResult], targets: Sequence[str], plot_name: str | None) -> str:
     sizes = info.sizes
     lines = [
-        "# Relay vs nchan: SSE benchmark results",
+        "# Relay vs nchan and a tutorial Python peer: SSE benchmark results",
         "",
         f"Mode: **{info.mode}**, started {info.started}, took {info.seconds / 60:.1f} min. "
         f"Generated by `{info.command}`; see bench/README.md for what each scenario does.",
         "",
-        "Arrows: ↓ lower is better, ↑ higher is better. Ratio = Relay ÷ nchan (for ↓ metrics a "
-        "ratio above 1 means Relay is slower or bigger; for ↑ metrics below 1 means Relay does less).",
+        "Arrows: ↓ lower is better, ↑ higher is better. Ratios are Relay ÷ the other target (for ↓ "
+        "metrics a ratio above 1 means Relay is slower or bigger; for ↑ metrics below 1 means Relay "
+        "does less).",
         "",
         "## Machine",
         "",
@@ -269,11 +296,14 @@ def render(info: RunInfo, results: Sequence[ScenarioResult], targets: Sequence[s
         "## Setup",
         "",
         "- Everything binds to 127.0.0.1; every server runs with RLIMIT_NOFILE raised to the hard limit.",
-        "- Relay: `relay serve` (one uvicorn process), `RELAY_AUTH=none`, `RELAY_MIRROR=off`, "
+        f"- Relay: `relay serve` ({info.relay_workers_text}), `RELAY_AUTH=none`, `RELAY_MIRROR=off`, "
         "`RELAY_RECONCILE_AFTER=3600`, `RELAY_LOG_LEVEL=WARNING`, Redis store and hub; the KIE "
         "simulator (`relay kie-sim --callback-delay manual`) only answers task creation.",
         "- nchan: nginx, one worker process (plus its master), `nchan_redis_pass` storage, "
         "`nchan_message_buffer_length 100`, EventSource subscribers, messages shaped like Relay's task object.",
+        "- peer: the tutorial-style service in `bench/peer/app.py` (Starlette, sse-starlette "
+        "`EventSourceResponse`, redis-py asyncio pub/sub with one subscription per stream, stdlib "
+        "json, default GC), one uvicorn worker, no access log; updates are Relay-shaped task objects.",
         "- Each (scenario, target) pair runs on freshly started servers and a fresh redis-server "
         "(`appendonly yes`, `appendfsync everysec`).",
         f"- Load tool: {info.workers} worker processes holding the SSE streams (raw asyncio protocols, "
@@ -290,6 +320,19 @@ def render(info: RunInfo, results: Sequence[ScenarioResult], targets: Sequence[s
               "RSS growth). The idle rows are per sweep level; the full mode's levels are 1k, 5k, 10k "
               "and max. \"not measured\" means a scenario or target was not part of this run.", ""]
     lines += targets_table(results, targets)
+    lines += ["", "## Delivery integrity", "",
+              "Per target, every loss and every stream the server left open after the terminal event, "
+              "over the scenarios where they apply (n/a: nchan never ends a stream; a scenario not run "
+              "for a target). Anything but 0 is a bug.", ""]
+    lines += integrity.table(results, targets)
+    lines += ["", "## Garbage collection pauses", "",
+              "Collections and pauses of the server's Python processes over each scenario's measured "
+              "phase (the difference of two readings): Relay from its `relay_gc_pause_seconds` "
+              "histogram at `/metrics` (summed over the workers), the peer from a `gc.callbacks` hook "
+              "in its launcher, with the same buckets; nchan: n/a. Pauses over 5/20/50 ms and the "
+              "longest come from the buckets (0.5, 1, 2.5, 5, 10, 20, 50, 100, 250 ms); the peer's "
+              "exact longest is in parentheses when it was reached in the phase.", ""]
+    lines += gcstats.table(list(results), list(targets))
     for scenario in ("per-task", "fanout", "idle", "ingest", "replay", "leak"):
         if not any(r.scenario == scenario for r in results):
             continue

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import procstats
+from bench.gcstats import GcProbe
 from bench.httpclient import Client
+from bench.integrity import await_server_close
 from bench.pool import Pool
 from bench.stats import ScenarioResult, latency_ms
 from bench.targets import Target
@@ -68,8 +70,10 @@ class Meter:
         self.cpu0: dict[str, float] = {}
         self.self0 = 0.0
         self.machine0 = 0.0
+        self.gc = GcProbe(env.target)  # GC pauses over the same phase (read outside the clock)
 
     async def start(self) -> None:
+        await self.gc.start()
         await self.env.pool.stats(reset=True)
         self.cpu0 = {name: procstats.cpu_seconds(pids) for name, pids in self.groups.items()}
         self.self0 = procstats.self_cpu_seconds()
@@ -100,6 +104,7 @@ class Meter:
         result.add("redis CPU", cpu.get("redis", 0.0), "%", "low")
         result.add("load tool CPU, busiest process", busiest, "%")
         result.add("load worker loop lag p99", lag_p99, "ms")
+        await self.gc.stop(result)
         if not client["ok"]:
             result.notes.append(
                 f"a load process used {busiest:.0f}% of a core (limit {CLIENT_CPU_LIMIT:.0f}%): "
@@ -234,6 +239,7 @@ async def per_task(env: Env) -> ScenarioResult:
     reach_final = await pool.await_versions(version=3, within=_timeout(n, 50))
     await meter.stop(result)
     memory_rows(env, result)
+    await await_server_close(env)
     reports = await pool.collect(forget=True)
     got = deliveries(reports, first.sent)
     done = deliveries(reports, final.sent)
@@ -246,9 +252,12 @@ async def per_task(env: Env) -> ScenarioResult:
     result.add("processing events delivered/s", len(got.latencies) / max(1e-6, t_all - first.first), "/s", "high")
     result.add_latency("callback→completed event", done.latencies)
     result.add("lost (stream never got the version)", int(reach["missing"] + reach_final["missing"]), "", "low")
+    result.add("final state lost", int(reach_final["missing"]), "", "low")
     result.add("duplicated deliveries", got.duplicates, "", "low")
     ended = sum(1 for r in reports.values() if r["ended"])
     result.add("streams ended by the server after completion", ended)
+    if target.closes_streams:
+        result.add("streams not ended by the server after completion", len(reports) - ended, "", "low")
     for name, trig in (("processing", first), ("completion", final)):
         if (problem := trig.problems()) is not None:
             result.notes.append(f"{name} round: {problem}")
@@ -287,6 +296,7 @@ async def fanout(env: Env) -> ScenarioResult:
     t_end = time.monotonic()
     await meter.stop(result)
     memory_rows(env, result)
+    await await_server_close(env)
     reports = await pool.collect(forget=True)
     got = deliveries(reports, sent)
     expected = set(range(2, u + 2))
@@ -300,7 +310,7 @@ async def fanout(env: Env) -> ScenarioResult:
     result.add("final state lost", final_missing, "", "low")
     result.add("intermediate versions not delivered", skipped, "", "low")
     result.add("duplicated deliveries", got.duplicates, "", "low")
-    if target.kind == "relay":  # nchan never ends a stream
+    if target.closes_streams:  # nchan never ends a stream
         result.add("streams not ended by the server after completion",
                    sum(1 for r in reports.values() if not r["ended"]), "", "low")
     if skipped and target.kind == "relay":
@@ -465,6 +475,7 @@ async def replay(env: Env) -> ScenarioResult:
     reach_newest = await pool.await_versions(version=4, within=_timeout(n, 50))
     live = await trigger(env, [(k, 5, True) for k in keys])
     reach_final = await pool.await_versions(version=5, within=_timeout(n, 50))
+    await await_server_close(env)
     after = await pool.collect(second.sids, forget=True)
     resumed = [r["t_first"] - r["t_open"] for r in after.values() if r["t_first"]]
     already_seen = sum(1 for r in after.values() for v, _ in r["events"] if v <= 2)
@@ -489,15 +500,18 @@ async def replay(env: Env) -> ScenarioResult:
     result.add("missed intermediate version replayed", replayed_3, "", "")
     result.add("events re-sent after the final id", resent_after_final, "", "low")
     result.add("reconnects after final answered 204", answers_204)
+    if target.closes_streams:
+        result.add("streams not ended by the server after completion",
+                   sum(1 for r in after.values() if not r["ended"]), "", "low")
     if missing_id:
         result.notes.append(f"{missing_id} stream(s) had no event id to resume from")
     for name, t in (("first", trig), ("while away", away), ("final", live)):
         if (problem := t.problems()) is not None:
             result.notes.append(f"{name} round: {problem}")
-    if target.kind == "relay" and replayed_3 < n:
+    if target.kind != "nchan" and replayed_3 < n:
         result.notes.append(
-            "Relay resumes with the task's newest state (a snapshot), not a log of every version, "
-            "so version 3 is not replayed when version 4 already exists: by design"
+            f"{target.name} resumes with the task's newest state (a snapshot), not a log of every "
+            "version, so version 3 is not replayed when version 4 already exists: by design"
         )
     return result
 
@@ -558,6 +572,7 @@ async def leak(env: Env) -> ScenarioResult:
         reach = await pool.await_versions(version=2, within=_timeout(n, 50))
         final = await trigger(env, [(k, 3, True) for k in keys])
         reach_final = await pool.await_versions(version=3, within=_timeout(n, 50))
+        await await_server_close(env)
         reports = await pool.collect(forget=True)  # closes every stream
         lost_per_run.append(int(reach["missing"] + reach_final["missing"]))
         lost += lost_per_run[-1]
@@ -597,10 +612,10 @@ async def leak(env: Env) -> ScenarioResult:
 
 
 def not_applicable(scenario: str, target: str) -> ScenarioResult:
-    """The result of a Relay-only scenario for another target."""
+    """The result of a scenario that does not apply to a target (see NOT_APPLICABLE)."""
     result = ScenarioResult(scenario, target)
     result.add("server RSS growth, run 1 → last", "n/a", "%", "low")
-    result.notes.append("Relay-only scenario: not run (n/a)")
+    result.notes.append(f"not run for {target} (n/a)")
     return result
 
 
@@ -612,4 +627,6 @@ SCENARIOS: dict[str, Callable[[Env], Awaitable[ScenarioResult]]] = {
     "replay": replay,
     "leak": leak,
 }
-RELAY_ONLY = {"leak"}
+# scenario -> target keys it is not run for (n/a in the report): the leak check (RSS growth
+# over repeated runs) is for the Python servers, Relay and the peer.
+NOT_APPLICABLE: dict[str, set[str]] = {"leak": {"nchan"}}

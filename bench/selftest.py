@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import gcstats
 from bench.plot import sweep_plot
 from bench.sse import Event, SSEParser
 from bench.wire import BodyReader, ChunkedDecoder, HeadReader, WireError
@@ -125,13 +126,50 @@ def check_plot(fail: Callable[[str], None]) -> None:
             fail("plot: not a PNG")
 
 
+METRICS = """# HELP relay_gc_pause_seconds Garbage collection pauses of this process
+# TYPE relay_gc_pause_seconds histogram
+relay_gc_pause_seconds_bucket{{generation="2",le="0.005"}} {a}
+relay_gc_pause_seconds_bucket{{generation="2",le="0.02"}} {b}
+relay_gc_pause_seconds_bucket{{generation="2",le="0.05"}} {c}
+relay_gc_pause_seconds_bucket{{generation="2",le="+Inf"}} {n}
+relay_gc_pause_seconds_count{{generation="2"}} {n}
+relay_gc_pause_seconds_sum{{generation="2"}} {s}
+relay_gc_pause_seconds_created{{generation="2"}} 1.7000000005e+09
+relay_ingest_seconds_created 1.7000000001e+09
+"""
+
+
+def check_gc(fail: Callable[[str], None]) -> None:
+    """Prometheus parsing, the before/after difference and the bucket figures."""
+    pid, before = gcstats.parse_prometheus(METRICS.format(a=3.0, b=4.0, c=4.0, n=4.0, s=0.03))
+    pid2, after = gcstats.parse_prometheus(METRICS.format(a=5.0, b=7.0, c=9.0, n=10.0, s=0.5))
+    if pid != pid2 or pid != repr(1.7000000001e9):
+        fail(f"gc: process identity {pid!r} / {pid2!r}")
+    got = gcstats.difference({pid: before}, {pid: after}, "test", 1)
+    gen2, total = got["generations"]["2"], got["total"]
+    want = {"collections": 6, "over_5ms": 4, "over_20ms": 3, "over_50ms": 1, "longest": "> 50 ms"}
+    if any(gen2[k] != v for k, v in want.items()) or total["collections"] != 6:
+        fail(f"gc: difference {gen2}")
+    if abs(gen2["pause_ms"] - 470) > 1e-6 or got["generations"]["0"]["longest"] != "-":
+        fail(f"gc: pause sum / empty generation {got}")
+    try:
+        gcstats.parse_prometheus("# TYPE relay_http_requests_total counter\n")
+        fail("gc: a /metrics without the GC histogram was accepted")
+    except ValueError:
+        pass
+    _, small = gcstats.parse_prometheus(METRICS.format(a=5.0, b=7.0, c=7.0, n=7.0, s=0.1))
+    if gcstats.difference({pid: before}, {pid: small}, "t", 1)["total"]["longest"] != "≤ 20 ms":
+        fail("gc: longest bucket")
+
+
 def run() -> int:
     problems: list[str] = []
     sse = check_sse(problems.append)
     wire = check_wire(problems.append)
     check_plot(problems.append)
+    check_gc(problems.append)
     for problem in problems:
         print("FAIL", problem)
-    print(f"selftest: {sse} SSE parses, {wire} framing parses, plot: "
+    print(f"selftest: {sse} SSE parses, {wire} framing parses, plot and GC figures: "
           f"{'ok' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0

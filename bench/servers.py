@@ -148,7 +148,7 @@ async def http_ok(port: int, path: str) -> bool:
 
 def redis_server(workdir: Path) -> tuple[Managed, int]:
     """A private redis-server with AOF on (what Relay's production notes require); the same
-    configuration serves both targets."""
+    configuration serves every target."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed")
@@ -166,6 +166,17 @@ def relay_process(name: str, args: list[str], env: dict[str, str], log: Path) ->
     base = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "KIE_"))}
     base.update(env)
     return Managed(name, [sys.executable, "-m", "relay.cli", *args], log, base)
+
+
+def peer_process(log: Path, redis_port: int) -> tuple[Managed, int]:
+    """The tutorial peer (bench/peer/app.py) under its launcher, one uvicorn worker."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "KIE_", "REDIS_"))}
+    env["REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    args = [sys.executable, "-m", "bench.peer.run", "--host", HOST, "--port", str(port)]
+    return Managed("peer (uvicorn)", args, log, env), port
 
 
 def nchan_module() -> str:

@@ -49,6 +49,7 @@ class ScenarioResult:
     levels: list[dict[str, Any]] = field(default_factory=list)  # idle sweep points
     client: dict[str, Any] = field(default_factory=dict)
     series: dict[str, Any] = field(default_factory=dict)  # per-run figures (leak)
+    gc: dict[str, Any] = field(default_factory=dict)  # GC pauses over the measured phase (gcstats)
     failed: str | None = None
 
     def add(self, label: str, value: float | int | str | None, unit: str = "", better: Better = "") -> None:

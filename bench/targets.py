@@ -1,4 +1,4 @@
-"""The two systems under test, behind one small interface.
+"""The systems under test, behind one small interface.
 
 - Relay: redis-server + `relay kie-sim` (manual mode: it never finishes a task by itself) +
   `relay serve`. A task is created with `POST /api/tasks`; its stream is
@@ -7,8 +7,11 @@
 - nchan: redis-server + nginx with nchan (Redis storage). A "task" is a channel whose first
   message (version 1) is published at creation; its stream is `/sub/{key}` (EventSource); an
   update is a publish to `/pub/{key}`.
+- peer: redis-server + the tutorial-style Starlette/sse-starlette service in bench/peer/
+  (one uvicorn worker). A task is created with `POST /tasks`; its stream is
+  `/tasks/{id}/events`; an update is the whole task object POSTed to `/tasks/{id}/update`.
 
-In both, version 1 exists before any stream opens, and every update adds exactly one version.
+In all three, version 1 exists before any stream opens, and every update adds exactly one version.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from bench import gcstats
 from bench.httpclient import Client
 from bench.payloads import update_body, update_headers
 from bench.servers import (
@@ -29,6 +33,7 @@ from bench.servers import (
     free_port,
     http_ok,
     nginx_server,
+    peer_process,
     redis_server,
     relay_process,
 )
@@ -41,6 +46,8 @@ _run_ids = itertools.count(1)
 class Target:
     name = ""
     kind = ""
+    closes_streams = True  # ends a stream after the terminal event (nchan never does)
+    gc_source = ""  # where GC pauses come from; "" = not measurable (nchan)
 
     def __init__(self, workdir: Path, nofile: int, create_concurrency: int = 32):
         self.workdir = workdir
@@ -51,6 +58,7 @@ class Target:
         self.server: Managed | None = None
         self.helpers: dict[str, Managed] = {}
         self.update_paths: dict[str, str] = {}
+        self.processes = 1  # server processes whose GC figures are expected
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -96,6 +104,10 @@ class Target:
     def ingest_items(self, keys: list[str], versions: dict[str, int]) -> list[list[object]]:
         return [[key, self.update_paths[key], versions[key]] for key in keys]
 
+    async def gc_snapshot(self) -> gcstats.Snapshot | None:
+        """Every server process's GC pause histograms, or None where there are none."""
+        return None
+
 
 async def _bounded_gather(n: int, limit: int, job: object) -> list[object]:
     sem = asyncio.Semaphore(limit)
@@ -110,12 +122,15 @@ async def _bounded_gather(n: int, limit: int, job: object) -> list[object]:
 class RelayTarget(Target):
     name = "Relay"
     kind = "relay"
+    gc_source = "relay_gc_pause_seconds at /metrics"
 
     def __init__(self, workdir: Path, nofile: int, create_concurrency: int = 32,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, workers: int = 1):
         super().__init__(workdir, nofile, create_concurrency)
         self.extra_env = extra_env or {}
         self.sim_port = 0
+        self.workers = max(1, workers)
+        self.processes = self.workers
 
     async def start(self) -> None:
         self.redis, redis_port = redis_server(self.workdir / "redis")
@@ -154,12 +169,27 @@ class RelayTarget(Target):
             "RELAY_MAX_STREAMS_PER_CLIENT": "1000000",
             **self.extra_env,
         }
-        self.server = relay_process(
-            "relay serve", ["serve", "--host", HOST, "--port", str(self.port)], env,
-            self.workdir / "relay.log",
-        ).start()
+        args = ["serve", "--host", HOST, "--port", str(self.port)]
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
+        self.server = relay_process("relay serve", args, env, self.workdir / "relay.log").start()
         await sim.wait_ready(lambda: http_ok(self.sim_port, "/sim/config"))
         await self.server.wait_ready(lambda: http_ok(self.port, "/healthz"))
+        if self.workers > 1:  # every worker up (each answers /metrics once it serves)
+            await self.server.wait_ready(self._all_workers_up, within=60)
+
+    async def _all_workers_up(self) -> bool:
+        async def who() -> tuple[str, dict[str, gcstats.Hist]]:
+            text = (await gcstats.http_get(self.port, "/metrics")).decode()
+            return gcstats.process_identity(text), {}
+
+        return len(await gcstats.scrape(who, self.workers, attempts=8)) >= self.workers
+
+    async def _metrics(self) -> tuple[str, dict[str, gcstats.Hist]]:
+        return gcstats.parse_prometheus((await gcstats.http_get(self.port, "/metrics")).decode())
+
+    async def gc_snapshot(self) -> gcstats.Snapshot | None:
+        return await gcstats.scrape(self._metrics, self.workers)
 
     def groups(self) -> dict[str, list[int]]:
         out = super().groups()
@@ -210,6 +240,7 @@ class RelayTarget(Target):
 class NchanTarget(Target):
     name = "nchan"
     kind = "nchan"
+    closes_streams = False
 
     async def start(self) -> None:
         self.redis, redis_port = redis_server(self.workdir / "redis")
@@ -250,6 +281,56 @@ class NchanTarget(Target):
         return f"/sub/{key}"
 
 
+class PeerTarget(Target):
+    """The tutorial-style Python service (bench/peer/app.py), started by bench/peer/run.py."""
+
+    name = "peer"
+    kind = "peer"
+    gc_source = "gc.callbacks hook of bench/peer/run.py"
+
+    async def start(self) -> None:
+        self.redis, redis_port = redis_server(self.workdir / "redis")
+        self.redis.start()
+        await self.redis.wait_ready(lambda: _redis_ping(redis_port))
+        self.server, self.port = peer_process(self.workdir / "peer.log", redis_port)
+        self.server.start()
+        await self.server.wait_ready(self._ready)
+
+    async def _ready(self) -> bool:
+        client = Client(self.port, size=1, timeout=2)
+        try:  # the app is up and reaches Redis: an unknown task is a 404
+            return (await client.request("GET", "/tasks/bench-ready/events")).status == 404
+        finally:
+            client.close()
+
+    async def create(self, n: int) -> list[str]:
+        run = next(_run_ids)
+        client = Client(self.port, size=self.create_concurrency, timeout=30)
+
+        async def one(i: int) -> str:
+            body = orjson.dumps({"prompt": f"bench run {run} task {i}"})
+            response = await client.request("POST", "/tasks", body)
+            if response.status != 201:
+                raise RuntimeError(f"POST /tasks answered {response.status}: {response.body[:200]!r}")
+            task_id: str = orjson.loads(response.body)["taskId"]
+            return task_id
+
+        try:
+            keys = [str(k) for k in await _bounded_gather(n, self.create_concurrency, one)]
+        finally:
+            client.close()
+        for key in keys:
+            self.update_paths[key] = f"/tasks/{key}/update"
+        return keys
+
+    def stream_path(self, key: str) -> str:
+        return f"/tasks/{key}/events"
+
+    async def gc_snapshot(self) -> gcstats.Snapshot | None:
+        identity, hists = gcstats.parse_peer(await gcstats.http_get(self.port, "/_bench/gc"))
+        return {identity: hists}
+
+
 async def _redis_ping(port: int) -> bool:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
     try:
@@ -259,4 +340,4 @@ async def _redis_ping(port: int) -> bool:
         writer.close()
 
 
-TARGETS: dict[str, type[Target]] = {"relay": RelayTarget, "nchan": NchanTarget}
+TARGETS: dict[str, type[Target]] = {"relay": RelayTarget, "peer": PeerTarget, "nchan": NchanTarget}
