@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import httpx
 
 from relay.errors import BadRequest, Forbidden, PayloadTooLarge, ResultGone, ServiceUnavailable
+from relay.httpclient import AsyncClient
 from relay.media import BY_KIND, RESULTS, SNIFF_BYTES, MediaType, describe, sniff
 from relay.netguard import (
     GuardedNetworkBackend,
@@ -68,7 +69,7 @@ class Downloader:
         self.total_timeout = total_timeout
         self.max_redirects = max_redirects
         backend = GuardedNetworkBackend(self.policy, resolver or system_resolver)
-        self._client = httpx.AsyncClient(
+        self._client = AsyncClient(
             transport=GuardedTransport(backend, httpx.Limits(max_connections=32, max_keepalive_connections=8)),
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
             follow_redirects=False,  # every hop is checked here, not inside httpx

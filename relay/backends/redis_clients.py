@@ -14,8 +14,20 @@ from urllib.parse import unquote, urlsplit
 from redis import asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.maint_notifications import MaintNotificationsConfig
 
 SENTINEL_SCHEME = "redis+sentinel"
+
+# What each new connection's handshake skips: `CLIENT SETINFO` (an error reply before Redis
+# 7.2, and an importlib.metadata lookup per connection) and `CLIENT MAINT_NOTIFICATIONS`
+# (an error reply outside Redis Enterprise/Cloud). redis-py raises an error reply with the
+# exception still in the raising frame's locals (asyncio/connection.py, read_response:
+# `raise response`), a reference cycle per reply, holding the request's task until the GC.
+HANDSHAKE: dict[str, object] = {
+    "lib_name": None,
+    "lib_version": None,
+    "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+}
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -54,6 +66,7 @@ def command_client(url: str, *, max_connections: int) -> aioredis.Redis:
         "socket_timeout": 5,
         "socket_connect_timeout": 2,
         "health_check_interval": 15,
+        **HANDSHAKE,
     }
     if urlsplit(url).scheme == SENTINEL_SCHEME:
         sentinel, service, db, password = _sentinel(url)
@@ -70,7 +83,10 @@ def listener_client(url: str) -> aioredis.Redis:
     if urlsplit(url).scheme == SENTINEL_SCHEME:
         sentinel, service, db, password = _sentinel(url)
         client: aioredis.Redis = sentinel.master_for(
-            service, db=db, password=password, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5
+            service, db=db, password=password, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5,
+            **HANDSHAKE,  # type: ignore[arg-type]
         )
         return client
-    return aioredis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5)
+    return aioredis.Redis.from_url(
+        url, socket_timeout=None, socket_connect_timeout=2, health_check_interval=5, **HANDSHAKE  # type: ignore[arg-type]
+    )

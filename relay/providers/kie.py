@@ -19,6 +19,7 @@ import orjson
 from relay import metrics
 from relay.catalogue import Catalogue, builtin
 from relay.errors import ProviderError
+from relay.httpclient import AsyncClient
 from relay.models import ProviderReport
 from relay.normalize import is_record_pending, normalize_status
 from relay.providers import kie_callbacks
@@ -60,7 +61,7 @@ class KieClient:
     ):
         self._catalogue = catalogue or builtin()
         self._hmac_key = webhook_hmac_key
-        self._http = httpx.AsyncClient(
+        self._http = AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=5.0),

@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.catalogue import Catalogue, ModelSpec
 from relay.errors import BadRequest, InvalidPayload, ProviderError, Unauthorized
+from relay.httpclient import AsyncClient
 from relay.models import ProviderReport, ProviderState, TaskError
 from relay.providers.base import CreateRequest, ProviderTask
 from relay.retry import Backoff, retry
@@ -131,7 +132,7 @@ class ReplicateClient:
         self._catalogue = catalogue
         self._secret = webhook_secret
         self._retry_budget = retry_budget
-        self._http = httpx.AsyncClient(
+        self._http = AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=5.0),

@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from relay import metrics
 from relay.backends.base import Outbox
 from relay.errors import BadRequest, Forbidden, RelayError
+from relay.httpclient import AsyncClient
 from relay.netguard import (
     GuardedNetworkBackend,
     GuardedTransport,
@@ -113,7 +114,7 @@ class Sender:
             GuardedNetworkBackend(policy, resolver or system_resolver),
             httpx.Limits(max_connections=SLOTS, max_keepalive_connections=SLOTS),
         )
-        self._client = httpx.AsyncClient(
+        self._client = AsyncClient(
             transport=transport,
             timeout=settings.webhook_timeout,
             follow_redirects=False,  # a redirect is an answer, not a delivery
