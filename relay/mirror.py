@@ -101,6 +101,9 @@ class Mirror:
         self._pending: dict[str, set[str]] = {}
         self._meta_dirty: set[str] = set()
         self._meta_writers: dict[str, asyncio.Task[None]] = {}
+        # The newest terminal version this instance wrote, so the writer need not read it
+        # back from the store (a round trip per finished task).
+        self._meta_latest: dict[str, Task] = {}
 
     # ------------------------------------------------------------------ hooks
 
@@ -115,7 +118,7 @@ class Mirror:
         ):
             self._start_job(after, self.attempts)
         if after.terminal:
-            self._request_metadata(after.task_id)
+            self._request_metadata(after)
 
     def pending_retries(self) -> list[str]:
         """Ids of tasks that still need a mirror pass (completed with the provider's URLs
@@ -287,9 +290,13 @@ class Mirror:
 
     # ------------------------------------------------------------------ metadata
 
-    def _request_metadata(self, task_id: str) -> None:
-        # Coalesced: one writer per task, which always writes the newest stored state, so
+    def _request_metadata(self, task: Task) -> None:
+        # Coalesced: one writer per task, which always writes the newest version, so
         # writes racing each other can never leave an older version behind.
+        task_id = task.task_id
+        known = self._meta_latest.get(task_id)
+        if known is None or task.version > known.version:
+            self._meta_latest[task_id] = task
         self._meta_dirty.add(task_id)
         if task_id not in self._meta_writers:
             self._meta_writers[task_id] = self.supervisor.spawn(
@@ -303,10 +310,11 @@ class Mirror:
                 await self._write_metadata(task_id, attempts=self.attempts)
         finally:
             self._meta_writers.pop(task_id, None)
+            self._meta_latest.pop(task_id, None)
 
     async def _write_metadata(self, task_id: str, *, attempts: int) -> bool:
         async def write() -> None:
-            task = await self.ingestor.store.get(task_id)
+            task = self._meta_latest.get(task_id) or await self.ingestor.store.get(task_id)
             if task is not None and task.terminal:
                 await self.storage.put(metadata_key(task_id), task.public_json, "application/json")
 
