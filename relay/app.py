@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from relay import callbacks, events, me, metrics, mine, tasks, uploads
 from relay.env import mask_url
@@ -104,6 +105,26 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+class RelayApp(Starlette):
+    """Starlette, with our middleware outside its error layer rather than inside.
+
+    A stream is a request that stays open for minutes, thousands at once, each holding
+    every layer's frame: the fast lane then answers its routes (with the same handlers,
+    500 included) before Starlette's error layer is entered at all. For other routes the
+    order changes nothing they can see: that layer still answers their 500s, and CORS
+    headers now reach those answers too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        ours, self.user_middleware = self.user_middleware, []
+        try:
+            app = super().build_middleware_stack()
+        finally:
+            self.user_middleware = ours
+        for cls, args, kwargs in reversed(ours):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     if settings is None:
         settings = Settings.from_env()
@@ -152,9 +173,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             )
         )
-    # Innermost, so request ids, the log line, metrics and CORS apply to its routes too.
+    # Last, so request ids, the log line, metrics and CORS apply to its routes too.
     middleware.append(Middleware(FastLane, routes=fast, handlers=handlers))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
+    app = RelayApp(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=handlers)
     # A wrong trailing slash gets a JSON 404, never a redirect a client might not follow
     # (the callback routes answer with and without one).
     app.router.redirect_slashes = False

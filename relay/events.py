@@ -109,9 +109,12 @@ class Stream:
     async def chunks(self, ping_interval: float) -> AsyncIterator[bytes]:
         """The retry hint and the snapshot first, then every change; b"" asks for a ping."""
         yield sse.frame(retry=self.svc.settings.sse_retry_ms)
-        for event in self.first:
-            if (chunk := self.frame(event)) is not None:
+        # Sent once, then let go: an idle stream should not keep its snapshot's bytes.
+        first, self.first = self.first, []
+        while first:
+            if (chunk := self.frame(first.pop(0))) is not None:
                 yield chunk
+                del chunk
         while len(self.done) < len(self.task_ids):
             news = await self.sub.next(within=ping_interval)
             if news is None or news == ([], False):

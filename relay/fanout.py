@@ -48,42 +48,57 @@ class TaskEvent:
 
 class Subscription:
     """One stream's mailbox. It keeps only the newest event per task, so a reader that
-    falls behind costs one slot per watched task, never a growing queue."""
+    falls behind costs one slot per watched task, never a growing queue.
 
-    __slots__ = ("_fanout", "_pending", "_resync", "_wake", "closed", "task_ids")
+    An idle stream waits here for minutes, thousands at a time: so no `asyncio.Event` (a
+    deque each) and no `asyncio.timeout`, just a future and a timer while waiting."""
+
+    __slots__ = ("_fanout", "_pending", "_ready", "_resync", "_waiter", "closed", "task_ids")
 
     def __init__(self, fanout: LocalFanout, task_ids: Iterable[str]):
         self._fanout = fanout
         self.task_ids = frozenset(task_ids)
         self._pending: dict[str, TaskEvent] = {}
         self._resync = False
-        self._wake = asyncio.Event()
+        self._ready = False
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = False
+
+    def _notify(self) -> None:
+        self._ready = True
+        _release(self._waiter)
 
     def deliver(self, event: TaskEvent) -> None:
         current = self._pending.get(event.task_id)
         if current is None or event.version > current.version:
             self._pending[event.task_id] = event
-            self._wake.set()
+            self._notify()
 
     def request_resync(self) -> None:
         """The hub may have missed messages: the stream must re-read its snapshots."""
         self._resync = True
-        self._wake.set()
+        self._notify()
 
     def wake(self) -> None:
         """Make a waiting `next` return (the reader went away, or the server is draining)."""
-        self._wake.set()
+        self._notify()
 
     async def next(self, within: float | None = None) -> tuple[list[TaskEvent], bool] | None:
         """Wait for news: the newest pending event per task, and whether to resync.
         None when `within` seconds passed first."""
-        try:
-            async with asyncio.timeout(within):
-                await self._wake.wait()
-        except TimeoutError:
-            return None
-        self._wake.clear()
+        if not self._ready:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(within, _release, waiter) if within is not None else None
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._ready:
+                return None
+        self._ready = False
         events = list(self._pending.values())
         self._pending.clear()
         resync, self._resync = self._resync, False
@@ -99,6 +114,11 @@ class Subscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _release(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class LocalFanout:

@@ -5,7 +5,8 @@ Starlette tries every route's regex in order and wraps each endpoint in two more
 layers; for a provider's burst of callbacks that was a sixth of the CPU per request. Here
 a dict (or one prefix/suffix split) finds the route. Everything else stays the same: the
 middleware outside this one (request id, log line, metrics, CORS) still runs, and errors
-are answered by the app's own handlers, so a response cannot differ from the routed one.
+are answered by the app's own handlers (the 500 one too: this lane sits outside Starlette's
+error layer, see relay/app.py `RelayApp`), so a response cannot differ from the routed one.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class FastLane:
             if "{" in suffix or ":" in name or not prefix.endswith("/"):
                 raise ValueError(f"the fast lane takes one plain path parameter per route, not {route.path}")
             self.split.append((prefix, suffix, name, route))
-        # Unhandled errors go on to Starlette's outermost layer, as they would routed.
-        self.handlers = {kind: h for kind, h in handlers.items() if kind is not Exception}
+        # With Exception's: this lane is outside Starlette's error layer.
+        self.handlers: dict[type, Handler] = dict(handlers)
 
     def _match(self, path: str) -> tuple[Route, dict[str, str]] | None:
         route = self.exact.get(path)
@@ -67,6 +68,8 @@ class FastLane:
             if handler is None:
                 raise
             response = await handler(request, exc)
+        # An error while the response is sent (a stream's connection, mid-way) goes on to
+        # the server, which closes the connection: the status line is long gone by then.
         await response(scope, receive, send)
 
     def _handler_for(self, exc: Exception) -> Handler | None:

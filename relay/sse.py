@@ -62,7 +62,9 @@ class EventStreamResponse:
             async for chunk in self.source.chunks(self.ping_interval):
                 if self.disconnected:
                     return
-                if not await self._send(send, chunk or PING):
+                sent = await self._send(send, chunk or PING)
+                del chunk  # not kept while the stream waits
+                if not sent:
                     return  # a reader that stopped reading: drop it, keep the server's memory
             if not self.disconnected:
                 await self._send(send, b"", more_body=False)

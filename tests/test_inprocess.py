@@ -94,3 +94,25 @@ async def test_the_collector_is_tuned_and_timed(app_client: httpx.AsyncClient) -
     gc.collect()
     text = (await app_client.get("/metrics")).text
     assert 'relay_gc_pause_seconds_count{generation="2"}' in text
+
+
+async def test_unexpected_errors_on_the_fast_lane_are_json_500s(
+    app_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast lane (callbacks, streams) sits outside Starlette's error layer: its 500 must
+    look like every other route's, and the error must not escape to the server (httpx's
+    transport would raise it here)."""
+    from relay import auth, events
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(auth, "callback_token_signed", broken)
+    monkeypatch.setattr(events, "open_stream", broken)
+    for response in (
+        await app_client.post("/api/callbacks/kie?token=a.b", json={"data": {"taskId": "t"}}),
+        await app_client.get("/api/tasks/abc/events"),
+    ):
+        assert response.status_code == 500, response.text
+        assert response.json()["error"]["code"] == "internal_error"
+        assert response.headers["x-request-id"] and response.headers["x-content-type-options"] == "nosniff"
