@@ -24,8 +24,7 @@ SENTINEL_SCHEME = "redis+sentinel"
 # exception still in the raising frame's locals (asyncio/connection.py, read_response:
 # `raise response`), a reference cycle per reply, holding the request's task until the GC.
 HANDSHAKE: dict[str, object] = {
-    "lib_name": None,
-    "lib_version": None,
+    "driver_info": None,
     "maint_notifications_config": MaintNotificationsConfig(enabled=False),
 }
 
