@@ -98,6 +98,7 @@ async def readyz(request: Request) -> Response:
 async def metrics_endpoint(request: Request) -> Response:
     svc: Services = request.app.state.services
     metrics.OPEN_STREAMS.set(svc.streams.total)
+    metrics.HUB_CHANNELS.set(len(svc.hub.fanout.names()))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

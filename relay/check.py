@@ -86,7 +86,7 @@ async def run_checks(settings: Settings, out: TextIO, problems: Sequence[str] = 
         async def check_hub() -> str:
             await hub.start()
             probe = f"check-{secrets.token_hex(6)}"
-            with hub.subscribe([probe]) as sub:
+            with await hub.subscribe([probe]) as sub:
                 now = utcnow()
                 await hub.publish(
                     Task(probe, "check", "check", Mode.TEXT_TO_IMAGE, Status.PENDING, "", (), now, now)

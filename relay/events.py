@@ -178,7 +178,11 @@ async def stream_tasks(
     svc: Services = request.app.state.services
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     svc.streams.acquire(client)
-    sub = svc.hub.subscribe(task_ids)  # before the snapshot: nothing can fall in between
+    try:
+        sub = await svc.hub.subscribe(task_ids)  # before the snapshot: nothing can fall in between
+    except BaseException:
+        svc.streams.release(client)
+        raise
 
     def finish() -> None:
         if not sub.closed:

@@ -5,7 +5,7 @@ connection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
@@ -121,15 +121,37 @@ def _release(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
+def _nothing(name: str) -> None:
+    return None
+
+
 class LocalFanout:
-    def __init__(self) -> None:
+    """Which open streams watch which task (or owner). `on_first` and `on_last` hear when
+    a name gains its first watcher here and loses its last (the Redis hub subscribes and
+    unsubscribes its channel)."""
+
+    def __init__(
+        self, on_first: Callable[[str], None] = _nothing, on_last: Callable[[str], None] = _nothing
+    ) -> None:
         self._by_task: dict[str, set[Subscription]] = {}
+        self._on_first = on_first
+        self._on_last = on_last
 
     def add(self, task_ids: Iterable[str]) -> Subscription:
         sub = Subscription(self, task_ids)
         for task_id in sub.task_ids:
-            self._by_task.setdefault(task_id, set()).add(sub)
+            subs = self._by_task.get(task_id)
+            if subs is None:
+                self._by_task[task_id] = subs = set()
+                self._on_first(task_id)
+            subs.add(sub)
         return sub
+
+    def names(self) -> list[str]:
+        return list(self._by_task)
+
+    def watches(self, name: str) -> bool:
+        return name in self._by_task
 
     def remove(self, sub: Subscription) -> None:
         for task_id in sub.task_ids:
@@ -138,6 +160,7 @@ class LocalFanout:
                 subs.discard(sub)
                 if not subs:
                     del self._by_task[task_id]
+                    self._on_last(task_id)
 
     def dispatch(self, event: TaskEvent) -> None:
         for sub in self._by_task.get(event.task_id, ()):

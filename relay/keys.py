@@ -2,9 +2,17 @@
 
 PREFIX = "relay"
 
-# One channel for every task change: each instance holds one subscription and filters
-# locally, so no stream ever needs a SUBSCRIBE of its own.
+# Each task's changes go to its own channel, and an owned task's also to its owner's: an
+# instance subscribes only to what its open streams watch (its one pub/sub connection
+# holds those subscriptions), so it never receives another instance's traffic. This
+# channel carries nothing; it stays subscribed so that a reconnect is noticed even with
+# no stream open.
 EVENTS_CHANNEL = f"{PREFIX}:events"
+
+
+def events_channel(name: str) -> str:
+    """The channel of one task id, or of one owner (`fanout.owner_key`)."""
+    return f"{PREFIX}:events:{name}"
 
 # Sorted set of task ids scored by creation time (ms), for history.
 TASK_INDEX = f"{PREFIX}:tasks"

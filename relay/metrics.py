@@ -24,6 +24,10 @@ EVENTS_SENT = Counter("relay_events_sent_total", "SSE task events sent")
 RECONCILER_POLLS = Counter("relay_reconciler_polls_total", "Provider status queries by the reconciler", ["outcome"])
 MIRROR = Counter("relay_mirror_total", "Result mirroring passes", ["outcome"])
 REDIS_RECONNECTS = Counter("relay_redis_reconnects_total", "Redis pub/sub reconnects")
+HUB_MESSAGES = Counter(
+    "relay_hub_messages_total", "Task changes this process received from Redis pub/sub (only what its streams watch)"
+)
+HUB_CHANNELS = Gauge("relay_hub_channels", "Task and owner channels this process is subscribed to")
 KIE_ERRORS = Counter("relay_kie_errors_total", "KIE answers that were errors", ["code"])
 WEBHOOK_DELIVERIES = Counter(
     "relay_webhook_deliveries_total",

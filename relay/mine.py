@@ -52,7 +52,11 @@ async def mine_stream(request: Request) -> EventStreamResponse:
     caller = identify(svc.settings, request)  # the JWT: Authorization: Bearer or ?token=
     assert caller.user is not None
     svc.streams.acquire(caller.key)
-    sub = svc.hub.subscribe([owner_key(caller.user)])  # before the snapshot
+    try:
+        sub = await svc.hub.subscribe([owner_key(caller.user)])  # before the snapshot
+    except BaseException:
+        svc.streams.release(caller.key)
+        raise
 
     def finish() -> None:
         if not sub.closed:

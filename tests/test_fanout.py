@@ -68,7 +68,7 @@ async def test_the_memory_store_publishes_through_its_hub_as_redis_does() -> Non
     store = MemoryStore(hub)
     now = datetime.now(UTC)
     task = Task("t1", "kie", "m", Mode.TEXT_TO_IMAGE, Status.PENDING, "p", (), now, now)
-    with hub.subscribe(["t1"]) as sub:
+    with await hub.subscribe(["t1"]) as sub:
         assert await store.insert(task)
         assert not await store.insert(task), "a refused write publishes nothing"
         news = await sub.next(within=1)

@@ -9,7 +9,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from relay.fanout import Subscription
+from relay.fanout import LocalFanout, Subscription
 from relay.models import Task
 from relay.webhooks.messages import Attempt, Delivery, State
 
@@ -158,6 +158,8 @@ class Coordination(Protocol):
 class Hub(Protocol):
     """Fan-out of task changes to every instance's open streams."""
 
+    fanout: LocalFanout  # which of this process's streams watch which task or owner
+
     async def start(self) -> None: ...
 
     async def publish(self, task: Task) -> None: ...
@@ -166,9 +168,10 @@ class Hub(Protocol):
         """Tell every open stream to re-read its snapshots (a reconnect, or draining)."""
         ...
 
-    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
-        """Register interest now (synchronously): anything published after this call
-        reaches the subscription, so a snapshot read afterwards cannot miss a change."""
+    async def subscribe(self, task_ids: Iterable[str]) -> Subscription:
+        """Register interest: anything published after this returns reaches the
+        subscription, so a snapshot read afterwards cannot miss a change. Raises
+        `StoreUnavailable` when that cannot be promised in time."""
         ...
 
     async def ping(self) -> None: ...

@@ -42,11 +42,12 @@ def open_backends(settings: Settings) -> Backends:
         return Backends(memory, memory, hub, outbox, MemoryShares(), MemoryLedger())
     from relay.backends import redis as redis_backend
     from relay.backends.redis_clients import command_client
+    from relay.backends.redis_hub import RedisHub
     from relay.backends.redis_outbox import RedisOutbox
 
     client = command_client(settings.redis_url, max_connections=settings.redis_max_connections)
     store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer)
-    redis_hub = redis_backend.RedisHub(settings.redis_url, client)
+    redis_hub = RedisHub(settings.redis_url, client)
     return Backends(
         store, store, redis_hub, RedisOutbox(client), RedisShares(client, ttl=settings.task_ttl), RedisLedger(client)
     )

@@ -154,7 +154,7 @@ class MemoryHub:
     def deliver(self, task: Task) -> None:
         self.fanout.dispatch(TaskEvent.of(task))
 
-    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
+    async def subscribe(self, task_ids: Iterable[str]) -> Subscription:
         return self.fanout.add(task_ids)
 
     def resync_all(self) -> None:

@@ -7,23 +7,18 @@ published on one channel; each process holds one pub/sub connection and fans out
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay import keys, metrics
+from relay import keys
 from relay.backends.base import Page, history_cursor
-from relay.backends.redis_clients import listener_client
 from relay.errors import StoreUnavailable
-from relay.fanout import LocalFanout, Subscription, TaskEvent
+from relay.fanout import TaskEvent, owner_key
 from relay.models import Task
 from relay.parsing import ascii_int
 from relay.webhooks.messages import Announcer
@@ -50,8 +45,8 @@ end
 if n > 0 then redis.call('PEXPIRE', KEYS[K + 2], ARGV[3]) end
 """
 
-# KEYS: task, index, open, channel (+ outbox). ARGV: version, record, ttl_ms, created_ms,
-# updated_ms, task_id, terminal, event (+ now_ms, messages)
+# KEYS: task, index, open, channel, owner channel or '' (+ outbox). ARGV: version,
+# record, ttl_ms, created_ms, updated_ms, task_id, terminal, event (+ now_ms, messages)
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
@@ -61,11 +56,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - tonumber(ARG
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[3], ARGV[6])
 else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6]) end
 redis.call('PUBLISH', KEYS[4], ARGV[8])
-local K = 4
+if KEYS[5] ~= '' then redis.call('PUBLISH', KEYS[5], ARGV[8]) end
+local K = 5
 """ + _ENQUEUE + "return 1"
 
-# KEYS: task, open, channel (+ outbox). ARGV: expected_version, version, record, ttl_ms,
-# updated_ms, task_id, terminal, event (+ now_ms, messages)
+# KEYS: task, open, channel, owner channel or '' (+ outbox). ARGV: expected_version,
+# version, record, ttl_ms, updated_ms, task_id, terminal, event (+ now_ms, messages)
 _REPLACE = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
@@ -73,10 +69,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[6])
 else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
 redis.call('PUBLISH', KEYS[3], ARGV[8])
-local K = 3
+if KEYS[4] ~= '' then redis.call('PUBLISH', KEYS[4], ARGV[8]) end
+local K = 4
 """ + _ENQUEUE + "return 1"
 
 OPEN_TASKS = f"{keys.PREFIX}:open"
+
+
+def channels(task: Task) -> tuple[str, str]:
+    """Where a change of `task` is published: its channel, and its owner's ('' if none)."""
+    owner = keys.events_channel(owner_key(task.owner)) if task.owner else ""
+    return keys.events_channel(task.task_id), owner
 
 
 def _ms(ts: float) -> int:
@@ -124,7 +127,7 @@ class RedisStore:
         extra_keys, extra_args = self._outbox(task)
         result = await self._call(
             self._insert(
-                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, keys.EVENTS_CHANNEL, *extra_keys],
+                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, *channels(task), *extra_keys],
                 args=[
                     task.version,
                     task.to_record(),
@@ -144,7 +147,7 @@ class RedisStore:
         extra_keys, extra_args = self._outbox(task)
         result = await self._call(
             self._replace(
-                keys=[keys.task(task.task_id), OPEN_TASKS, keys.EVENTS_CHANNEL, *extra_keys],
+                keys=[keys.task(task.task_id), OPEN_TASKS, *channels(task), *extra_keys],
                 args=[
                     expected_version,
                     task.version,
@@ -269,90 +272,3 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._r.aclose()
-
-
-class RedisHub:
-    """One pub/sub connection per process, fanned out to local streams.
-
-    redis-py reconnects a pub/sub connection on its own and re-subscribes without a word;
-    whatever was published meanwhile is gone. Every subscribe confirmation after the first
-    therefore means "we were away": all open streams re-read their snapshots.
-    """
-
-    def __init__(self, url: str, publisher: aioredis.Redis):
-        self._publisher = publisher
-        self._listener = listener_client(url)
-        self.fanout = LocalFanout()
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="relay-hub-listener")
-        # Streams opened before the first subscription is confirmed could miss a change;
-        # waiting briefly here keeps start-up honest without blocking on a dead Redis.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), timeout=5)
-
-    async def publish(self, task: Task) -> None:
-        try:
-            await self._publisher.publish(keys.EVENTS_CHANNEL, TaskEvent.of(task).encode())
-        except RedisError as exc:
-            raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
-
-    def resync_all(self) -> None:
-        self.fanout.resync_all()
-
-    def subscribe(self, task_ids: Iterable[str]) -> Subscription:
-        return self.fanout.add(task_ids)
-
-    async def ping(self) -> None:
-        if not self.connected.is_set():
-            raise StoreUnavailable("the Redis pub/sub connection is down")
-
-    async def _listen(self) -> None:
-        delay = 0.1
-        subscribed_before = False
-        while True:
-            pubsub = self._listener.pubsub()
-            try:
-                await pubsub.subscribe(keys.EVENTS_CHANNEL)
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind == b"message" or kind == "message":
-                        self._dispatch(message["data"])
-                    elif kind in (b"subscribe", "subscribe"):
-                        delay = 0.1
-                        self.connected.set()
-                        if subscribed_before:
-                            metrics.REDIS_RECONNECTS.inc()
-                            log.warning("redis pub/sub reconnected; re-syncing open streams")
-                            self.fanout.resync_all()
-                        subscribed_before = True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.connected.clear()
-                log.warning("redis pub/sub connection lost (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    def _dispatch(self, raw: bytes) -> None:
-        try:
-            event = TaskEvent.decode(raw)
-        except ValueError:
-            log.error("ignoring malformed hub message (%d bytes)", len(raw))
-            return
-        self.fanout.dispatch(event)
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._listener.aclose()
