@@ -162,14 +162,38 @@ def check_gc(fail: Callable[[str], None]) -> None:
         fail("gc: longest bucket")
 
 
+def check_scaleout(fail: Callable[[str], None]) -> None:
+    """bench.scaleout: the hub figures read from /metrics, the spread placement, medians."""
+    from bench import scaleout
+
+    text = ("# HELP relay_hub_messages_total x\n# TYPE relay_hub_messages_total counter\n"
+            "relay_hub_messages_total 1234.0\nrelay_hub_messages_created 1.7e9\n"
+            "relay_hub_channels 200.0\nrelay_open_streams 199.0\n")
+    want = {"relay_hub_messages_total": 1234.0, "relay_hub_channels": 200.0, "relay_open_streams": 199.0}
+    if scaleout.hub_metrics(text) != want:
+        fail(f"scaleout: hub metrics {scaleout.hub_metrics(text)}")
+    spots = [scaleout.placement("spread", i, 2) for i in range(8)]
+    if sorted(spots) != sorted([(0, 0), (1, 0), (0, 1), (1, 1)] * 2):
+        fail(f"scaleout: spread placement {spots}")
+    if {scaleout.placement("bystander", i, 3) for i in range(9)} != {(0, 0)}:
+        fail("scaleout: bystander placement")
+    if scaleout.split(16, 3) != [6, 5, 5]:
+        fail(f"scaleout: split {scaleout.split(16, 3)}")
+    got = scaleout.median_of([{"a": 1, "b": {"c": 3.0}, "p": "x"}, {"a": 5, "b": {"c": 1.0}, "p": "x"},
+                              {"a": 2, "b": {"c": 2.0}, "p": "x"}])
+    if got != {"a": 2, "b": {"c": 2.0}, "p": "x"}:
+        fail(f"scaleout: medians {got}")
+
+
 def run() -> int:
     problems: list[str] = []
     sse = check_sse(problems.append)
     wire = check_wire(problems.append)
     check_plot(problems.append)
     check_gc(problems.append)
+    check_scaleout(problems.append)
     for problem in problems:
         print("FAIL", problem)
-    print(f"selftest: {sse} SSE parses, {wire} framing parses, plot and GC figures: "
+    print(f"selftest: {sse} SSE parses, {wire} framing parses, plot, GC and scale-out figures: "
           f"{'ok' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0

@@ -129,13 +129,26 @@ class RelayTarget(Target):
         super().__init__(workdir, nofile, create_concurrency)
         self.extra_env = extra_env or {}
         self.sim_port = 0
+        self.redis_port = 0
+        self.instances: list[Managed] = []  # add_instance(): more `relay serve`s on one Redis
         self.workers = max(1, workers)
         self.processes = self.workers
 
     async def start(self) -> None:
-        self.redis, redis_port = redis_server(self.workdir / "redis")
+        await self.start_backends(wait_sim=False)
+        self.port = free_port()
+        self.server = self.serve_process(self.port, workers=self.workers).start()
+        await self.helpers["sim"].wait_ready(lambda: http_ok(self.sim_port, "/sim/config"))
+        await self.server.wait_ready(lambda: http_ok(self.port, "/healthz"))
+        if self.workers > 1:  # every worker up (each answers /metrics once it serves)
+            await self.server.wait_ready(self._all_workers_up, within=60)
+
+    async def start_backends(self, *, wait_sim: bool = True) -> None:
+        """redis-server and `relay kie-sim`, without any `relay serve` (start() adds one;
+        bench/scaleout.py adds several with add_instance())."""
+        self.redis, self.redis_port = redis_server(self.workdir / "redis")
         self.redis.start()
-        await self.redis.wait_ready(lambda: _redis_ping(redis_port))
+        await self.redis.wait_ready(lambda: _redis_ping(self.redis_port))
         self.sim_port = free_port()
         sim = relay_process(
             "relay kie-sim",
@@ -146,13 +159,17 @@ class RelayTarget(Target):
             self.workdir / "sim.log",
         )
         self.helpers["sim"] = sim.start()
-        self.port = free_port()
-        env = {
-            "RELAY_REDIS_URL": f"redis://{HOST}:{redis_port}/0",
+        if wait_sim:
+            await sim.wait_ready(lambda: http_ok(self.sim_port, "/sim/config"))
+
+    def serve_env(self, port: int) -> dict[str, str]:
+        """The environment of a `relay serve` listening on `port`."""
+        return {
+            "RELAY_REDIS_URL": f"redis://{HOST}:{self.redis_port}/0",
             "RELAY_PROVIDER": "sim",
             "KIE_BASE_URL": f"http://{HOST}:{self.sim_port}",
             "KIE_API_KEY": "sim-key",
-            "RELAY_PUBLIC_URL": f"http://{HOST}:{self.port}",
+            "RELAY_PUBLIC_URL": f"http://{HOST}:{port}",
             "RELAY_SECRET": SECRET,
             "RELAY_AUTH": "none",
             "RELAY_MIRROR": "off",
@@ -169,14 +186,33 @@ class RelayTarget(Target):
             "RELAY_MAX_STREAMS_PER_CLIENT": "1000000",
             **self.extra_env,
         }
-        args = ["serve", "--host", HOST, "--port", str(self.port)]
-        if self.workers > 1:
-            args += ["--workers", str(self.workers)]
-        self.server = relay_process("relay serve", args, env, self.workdir / "relay.log").start()
-        await sim.wait_ready(lambda: http_ok(self.sim_port, "/sim/config"))
-        await self.server.wait_ready(lambda: http_ok(self.port, "/healthz"))
-        if self.workers > 1:  # every worker up (each answers /metrics once it serves)
-            await self.server.wait_ready(self._all_workers_up, within=60)
+
+    def serve_process(self, port: int, *, workers: int = 1, name: str = "relay serve",
+                      log: str = "relay.log") -> Managed:
+        """One `relay serve` on `port` (not started), on this target's Redis and simulator."""
+        args = ["serve", "--host", HOST, "--port", str(port)]
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        return relay_process(name, args, self.serve_env(port), self.workdir / log)
+
+    async def add_instance(self, label: str) -> tuple[Managed, int]:
+        """Another `relay serve` (one process, same environment, same Redis and simulator),
+        ready; stop() stops it with the rest (or stop_instance() on its own)."""
+        port = free_port()
+        proc = self.serve_process(port, name=f"relay serve {label}", log=f"relay-{label}.log")
+        self.instances.append(proc.start())
+        await proc.wait_ready(lambda: http_ok(port, "/healthz"))
+        return proc, port
+
+    async def stop_instance(self, proc: Managed) -> None:
+        await proc.stop()
+        if proc in self.instances:
+            self.instances.remove(proc)
+
+    async def stop(self) -> None:
+        for proc in list(self.instances):
+            await self.stop_instance(proc)
+        await super().stop()
 
     async def _all_workers_up(self) -> bool:
         async def who() -> tuple[str, dict[str, gcstats.Hist]]:
@@ -197,9 +233,10 @@ class RelayTarget(Target):
             out["KIE sim"] = out.pop("sim")
         return out
 
-    async def create(self, n: int) -> list[str]:
+    async def create(self, n: int, port: int = 0) -> list[str]:
+        """`port`: the `relay serve` to create them on (default: this target's server)."""
         run = next(_run_ids)
-        client = Client(self.port, size=self.create_concurrency, timeout=30)
+        client = Client(port or self.port, size=self.create_concurrency, timeout=30)
 
         async def one(i: int) -> str:
             body = orjson.dumps({"prompt": f"bench run {run} task {i}"})
