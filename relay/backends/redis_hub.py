@@ -107,6 +107,12 @@ class RedisHub:
 
     def _unwatch(self, name: str) -> None:
         channel = keys.events_channel(name)
+        # Nobody waits for it any more (the last watcher left, perhaps after giving up on a
+        # confirmation while Redis was down): forget it, or the next stream for this task
+        # would wait on a confirmation that never comes.
+        waiting = self._pending.pop(channel, None)
+        if waiting is not None:
+            waiting.cancel()
         self._drop.add(channel)
         self._dropping.set()
 
