@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay import keys
 from relay.backends.base import Page, history_cursor
+from relay.backends.redis_batch import ScriptBatcher
 from relay.errors import StoreUnavailable
 from relay.fanout import TaskEvent, owner_key
 from relay.models import Task
@@ -102,6 +103,7 @@ class RedisStore:
         self._announcer = announcer
         self._insert = client.register_script(_INSERT)
         self._replace = client.register_script(_REPLACE)
+        self._batch = ScriptBatcher(client)
 
     async def _call(self, coro: Any) -> Any:
         return await call(coro)
@@ -126,9 +128,10 @@ class RedisStore:
     async def insert(self, task: Task) -> bool:
         extra_keys, extra_args = self._outbox(task)
         result = await self._call(
-            self._insert(
-                keys=[keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, *channels(task), *extra_keys],
-                args=[
+            self._batch.run(
+                self._insert,
+                [keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, *channels(task), *extra_keys],
+                [
                     task.version,
                     task.to_record(),
                     self._ttl_ms,
@@ -146,9 +149,10 @@ class RedisStore:
     async def replace(self, task: Task, expected_version: int) -> bool:
         extra_keys, extra_args = self._outbox(task)
         result = await self._call(
-            self._replace(
-                keys=[keys.task(task.task_id), OPEN_TASKS, *channels(task), *extra_keys],
-                args=[
+            self._batch.run(
+                self._replace,
+                [keys.task(task.task_id), OPEN_TASKS, *channels(task), *extra_keys],
+                [
                     expected_version,
                     task.version,
                     task.to_record(),

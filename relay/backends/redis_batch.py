@@ -1,0 +1,77 @@
+"""Script calls made in the same turn of the event loop share one round trip.
+
+A provider's burst of callbacks means dozens of write scripts in flight at once, and
+redis-py pays a connection checkout, a retry wrapper and a socket write per command. Here
+the first caller in a turn leads: it lets the loop go round once so the others can join,
+then sends them all as one pipeline (not a transaction: each script is its own atomic
+compare-and-set) and hands each caller its own reply or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
+
+
+class ScriptBatcher:
+    def __init__(self, client: aioredis.Redis, *, most: int = 64):
+        self._r = client
+        self._most = most
+        self._queue: list[Call] = []
+
+    async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, answer))
+        if len(self._queue) == 1:
+            try:
+                await asyncio.sleep(0)
+            finally:
+                # Taken at once, so the next caller leads the next batch; sent even when
+                # this leader is cancelled, since its followers wait on it.
+                batch, self._queue = self._queue, []
+                await self._send(batch)
+        return await answer
+
+    async def _send(self, batch: list[Call]) -> None:
+        done = 0
+        try:
+            for start in range(0, len(batch), self._most):
+                chunk = batch[start : start + self._most]
+                pipe = self._r.pipeline(transaction=False)
+                for script, keys, args, _ in chunk:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+                for (script, keys, args, answer), reply in zip(chunk, replies, strict=True):
+                    if isinstance(reply, NoScriptError):
+                        reply = await _alone(script, keys, args)  # loads the script, then runs it
+                    _settle(answer, reply)
+                done = start + len(chunk)
+        except BaseException as exc:
+            for *_, answer in batch[done:]:
+                _settle(answer, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+
+async def _alone(script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+    try:
+        return await script(keys=keys, args=args)
+    except Exception as exc:
+        return exc
+
+
+def _settle(answer: asyncio.Future[Any], reply: Any) -> None:
+    if answer.done():
+        return  # its caller was cancelled
+    if isinstance(reply, asyncio.CancelledError):
+        answer.cancel()
+    elif isinstance(reply, BaseException):
+        answer.set_exception(reply)
+    else:
+        answer.set_result(reply)
