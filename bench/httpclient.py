@@ -55,7 +55,13 @@ class _Conn(asyncio.Protocol):
         self._body = None
         self._chunks = []
         self._sent = time.monotonic()
-        self.transport.write(raw)
+        try:
+            self.transport.write(raw)
+        except RuntimeError as exc:
+            # uvloop raises this (not an OSError) on a transport the server already closed,
+            # e.g. a server out of file descriptors at the idle sweep's last level.
+            self._waiter = None
+            raise ConnectionError(f"the connection was closed: {exc}") from None
         return self._waiter
 
     def data_received(self, data: bytes) -> None:
@@ -151,7 +157,12 @@ class Client:
                 if conn is None or conn.closed:
                     conn = await self._connect()
                     reused = False
-                waiter = conn.request(raw)
+                try:
+                    waiter = conn.request(raw)
+                except ConnectionError:
+                    if reused and attempt == 0:
+                        continue  # a kept-alive connection the server had closed
+                    raise
                 # A timer instead of asyncio.wait_for: no extra task per request.
                 timer = asyncio.get_running_loop().call_later(self.timeout, _expire, waiter)
                 try:
