@@ -19,7 +19,7 @@ from starlette.routing import Route
 from relay import auth, keys, metrics, parked
 from relay.access import address_of
 from relay.errors import BadRequest, InvalidPayload, NotFound, RelayError, Unauthorized
-from relay.http import JSONResponse, parse_json, read_body
+from relay.http import JSONResponse, parse_json, query_value, read_body
 from relay.models import TASK_ID_RE
 from relay.providers.base import Provider
 from relay.providers.registry import CALLBACK_PATHS
@@ -51,7 +51,7 @@ async def provider_callback(request: Request) -> JSONResponse:
 
 
 async def _receive(svc: Services, request: Request, provider: Provider) -> JSONResponse:
-    token = request.query_params.get("token")
+    token = query_value(request, "token")
     # Refuse forgeries before reading the body or touching the store.
     if not auth.callback_token_signed(svc.settings.secret, token):
         raise Unauthorized("the callback URL's token is missing or invalid", code="invalid_callback_token")
@@ -71,7 +71,7 @@ async def _receive(svc: Services, request: Request, provider: Provider) -> JSONR
         metrics.child(metrics.CALLBACKS, "unknown", "unreadable").inc()
         await svc.callback_limit.check(address_of(request))
         return JSONResponse({"status": "ignored", "reason": exc.message})
-    named = request.query_params.get("task")
+    named = query_value(request, "task")
     if named is not None:
         # Work on an earlier task (Veo 1080p/4K) calls back under the parent's id; the
         # URL names the task it is for. The token below must still belong to that task.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -29,20 +30,47 @@ async def read_body(request: Request, limit: int, deadline: float = 10.0) -> byt
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
+    receive = request.receive  # not request.stream(): no generator per request
     try:
         async with asyncio.timeout(deadline):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {deadline:g} s") from None
     except ClientDisconnect:
         # The client hung up (or sent a broken chunk) mid-body: its request, not our fault,
         # and nobody is left to read the answer.
         raise BadRequest("the request body ended before it was complete", code="request_incomplete") from None
-    return b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # so a later request.body() returns it rather than wait for more
+    return body
+
+
+def query_value(request: Request, name: str) -> str | None:
+    """One query parameter (the last, as Starlette's `query_params` has it), without
+    parsing the whole query string into a multi-dict."""
+    raw = request.scope.get("query_string", b"")
+    if not raw:
+        return None
+    key = name.encode()
+    found: bytes | None = None
+    for part in raw.split(b"&"):
+        k, eq, v = part.partition(b"=")
+        if k == key or ((b"%" in k or b"+" in k) and unquote_plus(k.decode("latin-1")) == name):
+            found = v if eq else b""
+    if found is None:
+        return None
+    text = found.decode("latin-1")
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def parse_json(raw: bytes, what: str = "request body") -> Any:

@@ -261,4 +261,15 @@ def transition(task: Task, update: TaskUpdate, now: datetime) -> Task | None:
         changes["progress"] = 1.0
     if update.status.terminal:
         changes["completed_at"] = now
-    return replace(task, version=task.version + 1, updated_at=now, **changes)
+    return _evolve(task, version=task.version + 1, updated_at=now, **changes)
+
+
+def _evolve(task: Task, **changes: Any) -> Task:
+    """`dataclasses.replace` without running `__init__` again (it was a twentieth of a
+    callback's CPU): the fields are copied and changed, the cached JSON is not copied."""
+    new = object.__new__(Task)
+    fields = dict(task.__dict__)
+    fields.pop("public_json", None)
+    fields.update(changes)
+    new.__dict__.update(fields)
+    return new
