@@ -53,6 +53,15 @@ class Hist:
             self.longest if self.longest is not None and self.longest != before.longest else None,
         )
 
+    def add(self, other: Hist) -> None:
+        """Accumulate `other` into this one (several processes, or generations)."""
+        self.count += other.count
+        self.total += other.total
+        for b, n in other.buckets.items():
+            self.buckets[b] = self.buckets.get(b, 0.0) + n
+        if other.longest is not None:
+            self.longest = max(self.longest or 0.0, other.longest)
+
 
 Snapshot = dict[str, dict[str, Hist]]  # process id -> generation -> histogram
 
@@ -154,21 +163,10 @@ def difference(before: Snapshot, after: Snapshot, source: str, expected: int) ->
     for proc in shared:
         for gen, hist in after[proc].items():
             delta = hist.minus(before[proc].get(gen))
-            acc = per_gen.setdefault(gen, Hist(0.0, 0.0, dict.fromkeys(delta.buckets, 0.0)))
-            acc.count += delta.count
-            acc.total += delta.total
-            for b, n in delta.buckets.items():
-                acc.buckets[b] = acc.buckets.get(b, 0.0) + n
-            if delta.longest is not None:
-                acc.longest = max(acc.longest or 0.0, delta.longest)
+            per_gen.setdefault(gen, Hist(0.0, 0.0, dict.fromkeys(delta.buckets, 0.0))).add(delta)
     total = Hist(0.0, 0.0, {})
     for hist in per_gen.values():
-        total.count += hist.count
-        total.total += hist.total
-        for b, n in hist.buckets.items():
-            total.buckets[b] = total.buckets.get(b, 0.0) + n
-        if hist.longest is not None:
-            total.longest = max(total.longest or 0.0, hist.longest)
+        total.add(hist)
     return {
         "source": source,
         "processes": len(shared),

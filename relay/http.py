@@ -61,11 +61,12 @@ def query_value(request: Request, name: str) -> str | None:
     raw = request.scope.get("query_string", b"")
     if not raw:
         return None
-    key = name.encode()
+    # Read as Starlette reads it: the bytes as latin-1, then percent-decoding as UTF-8.
     found: bytes | None = None
     for part in raw.split(b"&"):
         k, eq, v = part.partition(b"=")
-        if k == key or ((b"%" in k or b"+" in k) and unquote_plus(k.decode("latin-1")) == name):
+        key = k.decode("latin-1")
+        if key == name or (("%" in key or "+" in key) and unquote_plus(key) == name):
             found = v if eq else b""
     if found is None:
         return None
