@@ -11,10 +11,12 @@ from urllib.parse import quote, unquote
 
 from relay.models import Task
 
+OWNER_PREFIX = "@owner:"
+
 
 def owner_key(owner: str) -> str:
     """What a stream of all of one user's tasks subscribes to (no task id has an '@')."""
-    return f"@owner:{owner}"
+    return f"{OWNER_PREFIX}{owner}"
 
 
 @dataclass(slots=True)
@@ -168,6 +170,11 @@ class LocalFanout:
         if event.owner is not None:
             for sub in self._by_task.get(owner_key(event.owner), ()):
                 sub.deliver(event)
+
+    def resync(self, name: str) -> None:
+        """Tell the streams watching one name to re-read their snapshots."""
+        for sub in self._by_task.get(name, ()):
+            sub.request_resync()
 
     def resync_all(self) -> None:
         for subs in self._by_task.values():

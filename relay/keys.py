@@ -1,6 +1,21 @@
-"""Every Redis key and channel name Relay uses, in one place."""
+"""Every Redis key and channel name Relay uses, in one place.
+
+Keys that one script touches together must share a hash slot on a Redis Cluster. Those
+are named by a `Keyspace`: on one server (or Sentinel) the names carry no hash tag and are
+what they always were; on a cluster each task belongs to one of `SHARDS` tags, and its
+record, its entries in the indexes, its channel and its webhook messages all carry that
+tag, so each write stays one atomic script on one node. The indexes are then per shard and
+merged on read. Money and shares each keep to one tag of their own. Keys touched alone
+(leases, rate counters, idempotency, early callbacks) are plain functions below.
+"""
+
+import zlib
 
 PREFIX = "relay"
+
+# Fixed, not configurable: a task's shard is part of its key names, so every instance of
+# a deployment, now and later, must compute the same one.
+SHARDS = 16
 
 # Each task's changes go to its own channel, and an owned task's also to its owner's: an
 # instance subscribes only to what its open streams watch (its one pub/sub connection
@@ -11,16 +26,8 @@ EVENTS_CHANNEL = f"{PREFIX}:events"
 
 
 def events_channel(name: str) -> str:
-    """The channel of one task id, or of one owner (`fanout.owner_key`)."""
+    """The channel of one task id, or of one owner (`fanout.owner_key`), on one server."""
     return f"{PREFIX}:events:{name}"
-
-# Sorted set of task ids scored by creation time (ms), for history.
-TASK_INDEX = f"{PREFIX}:tasks"
-
-
-def task(task_id: str) -> str:
-    return f"{PREFIX}:task:{task_id}"
-
 
 def early_callbacks(task_id: str) -> str:
     """Callbacks that arrived before their task record was written."""
@@ -48,58 +55,105 @@ def rate(scope: str, client: str, window_index: int) -> str:
     return f"{PREFIX}:rate:{scope}:{client}:{window_index}"
 
 
-# Outbound webhooks (relay/webhooks/): messages waiting to be sent, by when they are due.
-OUTBOX_DUE = f"{PREFIX}:outbox:due"
-# Messages that gave up, by when they did (listable, redeliverable).
-OUTBOX_FAILED = f"{PREFIX}:outbox:failed"
 # Endpoints that answered 410 Gone: URL -> when and why.
 WEBHOOKS_DISABLED = f"{PREFIX}:webhooks:disabled"
-
-
-def outbox_message(delivery_id: str) -> str:
-    """One outbound message to one endpoint, with its attempts."""
-    return f"{PREFIX}:outbox:msg:{delivery_id}"
-
-
-def task_deliveries(task_id: str) -> str:
-    """The ids of a task's outbound messages, oldest first."""
-    return f"{PREFIX}:task:{task_id}:deliveries"
-
-
-def share(share_id: str) -> str:
-    """One public share (relay/backends/shares.py)."""
-    return f"{PREFIX}:share:{share_id}"
-
-
-def shares_index(mode: str | None) -> str:
-    """Shares by creation time: all of them, or one mode's (the gallery filter)."""
-    return f"{PREFIX}:shares:{mode or 'all'}"
-
-
-# Credits (relay/backends/ledger.py): holds still waiting to settle or be refunded.
-OPEN_HOLDS = f"{PREFIX}:holds:open"
-
-
-def credits(user: str) -> str:
-    """A user's balance (an integer)."""
-    return f"{PREFIX}:credits:{{{user}}}"
-
-
-def ledger(user: str) -> str:
-    """A user's ledger entries, newest first."""
-    return f"{PREFIX}:ledger:{{{user}}}"
-
-
-def hold(hold_id: str) -> str:
-    """One reservation: user, amount, state (held, settle, refund), task."""
-    return f"{PREFIX}:hold:{hold_id}"
-
-
-def welcomed(user: str) -> str:
-    """Set once a user has had RELAY_WELCOME_CREDITS."""
-    return f"{PREFIX}:welcomed:{{{user}}}"
 
 
 def delivery_seen(provider: str, digest: str) -> str:
     """A provider's callback delivery id, once applied (a replay of it changes nothing)."""
     return f"{PREFIX}:seen:{provider}:{digest}"
+
+
+class Keyspace:
+    """The names of the keys and channels that scripts touch together (see the module's
+    docstring): untagged on one server, hash-tagged by shard on a cluster."""
+
+    def __init__(self, *, cluster: bool) -> None:
+        self.cluster = cluster
+        # Every shard's tag, with its separator: the indexes are read through these.
+        self.tags: tuple[str, ...] = tuple(f"{{t{n}}}:" for n in range(SHARDS)) if cluster else ("",)
+        self._money = "{credits}:" if cluster else ""
+        self._shares = "{shares}:" if cluster else ""
+
+    def tag(self, task_id: str) -> str:
+        """The hash tag (with separator) of every key and channel of one task."""
+        if not self.cluster:
+            return ""
+        return self.tags[zlib.crc32(task_id.encode()) % SHARDS]
+
+    # Tasks (relay/backends/redis.py).
+    def task(self, task_id: str) -> str:
+        return f"{PREFIX}:{self.tag(task_id)}task:{task_id}"
+
+    def task_index(self, tag: str) -> str:
+        """Task ids scored by creation time (ms), for history: one shard's."""
+        return f"{PREFIX}:{tag}tasks"
+
+    def open_tasks(self, tag: str) -> str:
+        """Unfinished task ids scored by their last update (ms): one shard's."""
+        return f"{PREFIX}:{tag}open"
+
+    def channel(self, task_id: str, name: str | None = None) -> str:
+        """Where a change of `task_id` is published: its own channel, or (with `name`, an
+        owner key) its owner's channel in the task's shard."""
+        return f"{PREFIX}:{self.tag(task_id)}events:{name or task_id}"
+
+    def watch_channels(self, name: str, *, owner: bool) -> list[str]:
+        """What a stream watching `name` subscribes to: a task's one channel, or an owner's
+        channel in every shard (an owner's tasks live in all of them)."""
+        if not owner:
+            return [self.channel(name)]
+        return [f"{PREFIX}:{tag}events:{name}" for tag in self.tags]
+
+    # Outbound webhooks (relay/webhooks/, relay/backends/redis_outbox.py): messages are
+    # queued by the task's write script, so they live in the task's shard.
+    def outbox_due(self, tag: str) -> str:
+        """Messages waiting to be sent, by when they are due."""
+        return f"{PREFIX}:{tag}outbox:due"
+
+    def outbox_failed(self, tag: str) -> str:
+        """Messages that gave up, by when they did (listable, redeliverable)."""
+        return f"{PREFIX}:{tag}outbox:failed"
+
+    def outbox_message(self, tag: str, delivery_id: str) -> str:
+        """One outbound message to one endpoint, with its attempts."""
+        return f"{PREFIX}:{tag}outbox:msg:{delivery_id}"
+
+    def task_deliveries(self, task_id: str) -> str:
+        """The ids of a task's outbound messages, oldest first."""
+        return f"{PREFIX}:{self.tag(task_id)}task:{task_id}:deliveries"
+
+    # Shares (relay/backends/shares.py): one record and two indexes per write.
+    def share(self, share_id: str) -> str:
+        return f"{PREFIX}:{self._shares}share:{share_id}"
+
+    def shares_index(self, mode: str | None) -> str:
+        """Shares by creation time: all of them, or one mode's (the gallery filter)."""
+        return f"{PREFIX}:{self._shares}shares:{mode or 'all'}"
+
+    # Credits (relay/backends/ledger.py). A reserve or a refund moves a user's balance, a
+    # hold and the index of open holds in one script: on a cluster all money shares one
+    # slot (one create per task is far below what one node serves).
+    @property
+    def open_holds(self) -> str:
+        """Holds still waiting to settle or be refunded."""
+        return f"{PREFIX}:{self._money}holds:open"
+
+    def credits(self, user: str) -> str:
+        """A user's balance (an integer)."""
+        return f"{PREFIX}:{self._money}credits:{{{user}}}"
+
+    def ledger(self, user: str) -> str:
+        """A user's ledger entries, newest first."""
+        return f"{PREFIX}:{self._money}ledger:{{{user}}}"
+
+    def hold(self, hold_id: str) -> str:
+        """One reservation: user, amount, state (held, settle, refund), task."""
+        return f"{PREFIX}:{self._money}hold:{hold_id}"
+
+    def welcomed(self, user: str) -> str:
+        """Set once a user has had RELAY_WELCOME_CREDITS."""
+        return f"{PREFIX}:{self._money}welcomed:{{{user}}}"
+
+
+SINGLE = Keyspace(cluster=False)

@@ -314,4 +314,4 @@ async def test_never_lost_across_an_instance_kill_and_a_redis_restart(
 
 
 async def _empty(redis: Any) -> bool:
-    return int(redis.zcard(keys.OUTBOX_DUE)) == 0
+    return int(redis.zcard(keys.SINGLE.outbox_due(""))) == 0

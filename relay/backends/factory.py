@@ -1,5 +1,6 @@
 """Every seam opened by its URL's scheme, in one place: the task store, coordination and
-hub from RELAY_REDIS_URL (`memory://`, `redis://`, `rediss://`), object storage from
+hub from RELAY_REDIS_URL (`memory://`, `redis://`, `rediss://`, `redis+sentinel://`,
+`redis+cluster://`), object storage from
 RELAY_STORAGE_URL and RELAY_STORAGE_FALLBACK_URL (`file://`, `s3://`). Nothing above
 the seams asks which implementation it got."""
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from redis.asyncio.cluster import RedisCluster
 
 from relay.backends.base import Coordination, Hub, Ledger, Outbox, Shares, TaskStore
 from relay.backends.fallback import FallbackStorage
@@ -40,16 +43,30 @@ def open_backends(settings: Settings) -> Backends:
         outbox = MemoryOutbox()
         memory = MemoryStore(hub, outbox=outbox, announcer=announcer)
         return Backends(memory, memory, hub, outbox, MemoryShares(), MemoryLedger())
+    from relay import keys
     from relay.backends import redis as redis_backend
-    from relay.backends.redis_clients import command_client
-    from relay.backends.redis_hub import RedisHub
+    from relay.backends.redis_clients import command_client, is_cluster, password
     from relay.backends.redis_outbox import RedisOutbox
 
     client = command_client(settings.redis_url, max_connections=settings.redis_max_connections)
-    store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer)
-    redis_hub = RedisHub(settings.redis_url, client)
+    keyspace = keys.Keyspace(cluster=is_cluster(settings.redis_url))
+    store = redis_backend.RedisStore(client, ttl=settings.task_ttl, announcer=announcer, keyspace=keyspace)
+    redis_hub: Hub
+    if isinstance(client, RedisCluster):
+        from relay.backends.cluster_hub import ClusterHub
+
+        redis_hub = ClusterHub(client, keyspace, password=password(settings.redis_url))
+    else:
+        from relay.backends.redis_hub import RedisHub
+
+        redis_hub = RedisHub(settings.redis_url, client)
     return Backends(
-        store, store, redis_hub, RedisOutbox(client), RedisShares(client, ttl=settings.task_ttl), RedisLedger(client)
+        store,
+        store,
+        redis_hub,
+        RedisOutbox(client, keyspace),
+        RedisShares(client, ttl=settings.task_ttl, keyspace=keyspace),
+        RedisLedger(client, keyspace),
     )
 
 

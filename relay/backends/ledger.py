@@ -14,11 +14,10 @@ from __future__ import annotations
 import time
 
 import orjson
-from redis import asyncio as aioredis
 
 from relay import keys
 from relay.backends.base import Entry, Hold, Outcome, Reserved
-from relay.backends.redis import call
+from relay.backends.redis import Client, call
 
 MAX_ENTRIES = 10_000  # per user; older entries leave the list (the balance stays exact)
 
@@ -154,41 +153,42 @@ def _hold(hold_id: str, fields: dict[bytes, bytes]) -> Hold | None:
 
 
 class RedisLedger:
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: Client, keyspace: keys.Keyspace = keys.SINGLE):
         self._r = client
+        self._k = keyspace
         self._reserve = client.register_script(_RESERVE)
         self._finish = client.register_script(_FINISH)
         self._grant = client.register_script(_GRANT)
         self._welcome = client.register_script(_WELCOME)
 
     async def balance(self, user: str) -> int:
-        raw = await call(self._r.get(keys.credits(user)))
+        raw = await call(self._r.get(self._k.credits(user)))
         return int(raw) if raw is not None else 0
 
     async def grant(self, user: str, amount: int, reason: str) -> int:
         result = await call(
-            self._grant(keys=[keys.credits(user), keys.ledger(user)], args=[amount, reason, time.time(), MAX_ENTRIES])
+            self._grant(keys=[self._k.credits(user), self._k.ledger(user)], args=[amount, reason, time.time(), MAX_ENTRIES])
         )
         return int(result)
 
     async def welcome(self, user: str, amount: int) -> None:
         await call(
             self._welcome(
-                keys=[keys.credits(user), keys.ledger(user), keys.welcomed(user)], args=[amount, time.time(), MAX_ENTRIES]
+                keys=[self._k.credits(user), self._k.ledger(user), self._k.welcomed(user)], args=[amount, time.time(), MAX_ENTRIES]
             )
         )
 
     async def reserve(self, user: str, hold_id: str, amount: int) -> Reserved:
         taken, balance = await call(
             self._reserve(
-                keys=[keys.credits(user), keys.hold(hold_id), keys.ledger(user), keys.OPEN_HOLDS],
+                keys=[self._k.credits(user), self._k.hold(hold_id), self._k.ledger(user), self._k.open_holds],
                 args=[amount, hold_id, user, time.time(), MAX_ENTRIES],
             )
         )
         return Reserved(int(taken) != 0, int(balance))
 
     async def attach(self, hold_id: str, task_id: str) -> None:
-        await call(self._r.hset(keys.hold(hold_id), "task", task_id))
+        await call(self._r.hset(self._k.hold(hold_id), "task", task_id))
 
     async def finish(self, hold_id: str, outcome: Outcome, reason: str) -> bool:
         hold = await self.get_hold(hold_id)
@@ -196,22 +196,22 @@ class RedisLedger:
             return False
         done, _ = await call(
             self._finish(
-                keys=[keys.credits(hold.user), keys.hold(hold_id), keys.ledger(hold.user), keys.OPEN_HOLDS],
+                keys=[self._k.credits(hold.user), self._k.hold(hold_id), self._k.ledger(hold.user), self._k.open_holds],
                 args=[outcome, reason, time.time(), MAX_ENTRIES, hold.user, hold_id, HOLD_KEEP_MS],
             )
         )
         return int(done) == 1
 
     async def get_hold(self, hold_id: str) -> Hold | None:
-        return _hold(hold_id, await call(self._r.hgetall(keys.hold(hold_id))))
+        return _hold(hold_id, await call(self._r.hgetall(self._k.hold(hold_id))))
 
     async def open_holds(self, older_than: float, limit: int) -> list[Hold]:
-        ids = await call(self._r.zrangebyscore(keys.OPEN_HOLDS, "-inf", older_than, start=0, num=limit))
+        ids = await call(self._r.zrangebyscore(self._k.open_holds, "-inf", older_than, start=0, num=limit))
         holds = [await self.get_hold(i.decode()) for i in ids]
         return [h for h in holds if h is not None and h.state == "held"]
 
     async def entries(self, user: str, limit: int) -> list[Entry]:
-        rows = await call(self._r.lrange(keys.ledger(user), 0, limit - 1))
+        rows = await call(self._r.lrange(self._k.ledger(user), 0, limit - 1))
         out = []
         for row in rows:
             d = orjson.loads(row)

@@ -1,17 +1,24 @@
-"""Redis store and hub (`redis://`).
+"""The Redis task store (`redis://`, `redis+sentinel://`, `redis+cluster://`).
 
-Store: one hash per task (`v` = version, `d` = record), written only by Lua scripts that
-compare the version first, so concurrent writers can never both win. Hub: every change is
-published on one channel; each process holds one pub/sub connection and fans out locally.
+One hash per task (`v` = version, `d` = record), written only by Lua scripts that compare
+the version first, so concurrent writers can never both win. Each write also publishes the
+change on the task's channel (and its owner's), where the hubs (relay/backends/redis_hub.py,
+cluster_hub.py) pick it up. On a cluster every key a script touches is in the task's shard
+(`keys.Keyspace`), the publish is sharded (SPUBLISH), and the indexes are read per shard
+and merged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -25,6 +32,8 @@ from relay.parsing import ascii_int
 from relay.webhooks.messages import Announcer
 
 log = logging.getLogger("relay.redis")
+
+Client = aioredis.Redis | RedisCluster
 
 # Both scripts end by publishing the change, so a write and its event are one atomic step
 # and one round trip: no change is stored without being announced, or announced unstored.
@@ -56,8 +65,8 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - tonumber(ARGV[3]))
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[3], ARGV[6])
 else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6]) end
-redis.call('PUBLISH', KEYS[4], ARGV[8])
-if KEYS[5] ~= '' then redis.call('PUBLISH', KEYS[5], ARGV[8]) end
+redis.call('$PUBLISH', KEYS[4], ARGV[8])
+if KEYS[5] ~= '' then redis.call('$PUBLISH', KEYS[5], ARGV[8]) end
 local K = 5
 """ + _ENQUEUE + "return 1"
 
@@ -69,18 +78,23 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[6])
 else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
-redis.call('PUBLISH', KEYS[3], ARGV[8])
-if KEYS[4] ~= '' then redis.call('PUBLISH', KEYS[4], ARGV[8]) end
+redis.call('$PUBLISH', KEYS[3], ARGV[8])
+if KEYS[4] ~= '' then redis.call('$PUBLISH', KEYS[4], ARGV[8]) end
 local K = 4
 """ + _ENQUEUE + "return 1"
 
-OPEN_TASKS = f"{keys.PREFIX}:open"
 
 
-def channels(task: Task) -> tuple[str, str]:
+def publish_command(keyspace: keys.Keyspace) -> str:
+    """Sharded pub/sub on a cluster: the message goes to the nodes of the channel's shard
+    only, not over the cluster bus to every node."""
+    return "SPUBLISH" if keyspace.cluster else "PUBLISH"
+
+
+def channels(task: Task, keyspace: keys.Keyspace) -> tuple[str, str]:
     """Where a change of `task` is published: its channel, and its owner's ('' if none)."""
-    owner = keys.events_channel(owner_key(task.owner)) if task.owner else ""
-    return keys.events_channel(task.task_id), owner
+    owner = keyspace.channel(task.task_id, owner_key(task.owner)) if task.owner else ""
+    return keyspace.channel(task.task_id), owner
 
 
 def _ms(ts: float) -> int:
@@ -97,12 +111,21 @@ async def call(coro: Any) -> Any:
 
 class RedisStore:
 
-    def __init__(self, client: aioredis.Redis, *, ttl: float, announcer: Announcer | None = None):
+    def __init__(
+        self,
+        client: Client,
+        *,
+        ttl: float,
+        announcer: Announcer | None = None,
+        keyspace: keys.Keyspace = keys.SINGLE,
+    ):
         self._r = client
+        self._ks = keyspace
         self._ttl_ms = _ms(ttl)
         self._announcer = announcer
-        self._insert = client.register_script(_INSERT)
-        self._replace = client.register_script(_REPLACE)
+        publish = publish_command(keyspace)
+        self._insert = client.register_script(_INSERT.replace("$PUBLISH", publish))
+        self._replace = client.register_script(_REPLACE.replace("$PUBLISH", publish))
         self._batch = ScriptBatcher(client)
 
     async def _call(self, coro: Any) -> Any:
@@ -114,15 +137,16 @@ class RedisStore:
         messages = self._announcer.messages(task, now) if self._announcer is not None else []
         if not messages:
             return [], []  # the script's loop then runs zero times
-        extra_keys = [keys.OUTBOX_DUE, keys.task_deliveries(task.task_id)]
-        extra_keys += [keys.outbox_message(m.delivery_id) for m in messages]
+        tag = self._ks.tag(task.task_id)
+        extra_keys = [self._ks.outbox_due(tag), self._ks.task_deliveries(task.task_id)]
+        extra_keys += [self._ks.outbox_message(tag, m.delivery_id) for m in messages]
         extra_args: list[Any] = [_ms(now)]
         for m in messages:
             extra_args += [m.delivery_id, m.msg_id, m.url, m.type, m.body]
         return extra_keys, extra_args
 
     async def get(self, task_id: str) -> Task | None:
-        raw = await self._call(self._r.hget(keys.task(task_id), "d"))
+        raw = await self._call(self._r.hget(self._ks.task(task_id), "d"))
         return Task.from_record(raw) if raw is not None else None
 
     async def insert(self, task: Task) -> bool:
@@ -130,7 +154,13 @@ class RedisStore:
         result = await self._call(
             self._batch.run(
                 self._insert,
-                [keys.task(task.task_id), keys.TASK_INDEX, OPEN_TASKS, *channels(task), *extra_keys],
+                [
+                    self._ks.task(task.task_id),
+                    self._ks.task_index(tag := self._ks.tag(task.task_id)),
+                    self._ks.open_tasks(tag),
+                    *channels(task, self._ks),
+                    *extra_keys,
+                ],
                 [
                     task.version,
                     task.to_record(),
@@ -151,7 +181,12 @@ class RedisStore:
         result = await self._call(
             self._batch.run(
                 self._replace,
-                [keys.task(task.task_id), OPEN_TASKS, *channels(task), *extra_keys],
+                [
+                    self._ks.task(task.task_id),
+                    self._ks.open_tasks(self._ks.tag(task.task_id)),
+                    *channels(task, self._ks),
+                    *extra_keys,
+                ],
                 [
                     expected_version,
                     task.version,
@@ -176,46 +211,46 @@ class RedisStore:
         mode: str | None = None,
         owner: str | None = None,
     ) -> Page:
-        # Walk the index newest first in batches, filtering as we go; bounded so a rare
-        # filter cannot turn one request into a scan of the whole history.
-        max_score: str | float = "+inf"
+        # Walk the index newest first (every shard's, merged), filtering as we go; bounded
+        # so a rare filter cannot turn one request into a scan of the whole history.
+        max_score: str | int = "+inf"
         after_id: str | None = None
         if cursor:
             score_text, _, after_id = cursor.partition(":")
             score = ascii_int(score_text)
             max_score = score if score is not None else "+inf"
         items: list[Task] = []
-        scanned = 0
         batch = max(limit * 2, 50)
-        while len(items) <= limit and scanned < 2000:
-            rows = await self._call(
-                self._r.zrevrangebyscore(
-                    keys.TASK_INDEX, max_score, "-inf", start=scanned, num=batch, withscores=True
-                )
-            )
-            if not rows:
-                break
-            scanned += len(rows)
-            ids = [r[0].decode() for r in rows]
-            scores = [int(r[1]) for r in rows]
-            async with self._r.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hget(keys.task(task_id), "d")
-                raws = await self._call(pipe.execute())
-            for task_id, score, raw in zip(ids, scores, raws, strict=True):
-                if after_id is not None:
-                    if score == max_score and task_id >= after_id:
-                        continue
-                if raw is None:
-                    continue
-                task = Task.from_record(raw)
-                if (status and task.status != status) or (mode and task.mode != mode):
-                    continue
-                if owner is not None and task.owner != owner:
-                    continue
-                items.append(task)
-                if len(items) > limit:
+        rows = self._newest_first(max_score, batch, most=2000)
+        try:
+            while len(items) <= limit:
+                chunk: list[tuple[str, int]] = []
+                async for row in rows:
+                    chunk.append(row)
+                    if len(chunk) == batch:
+                        break
+                if not chunk:
                     break
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for task_id, _ in chunk:
+                        pipe.hget(self._ks.task(task_id), "d")
+                    raws = await self._call(pipe.execute())
+                for (task_id, created), raw in zip(chunk, raws, strict=True):
+                    if after_id is not None:
+                        if created == max_score and task_id >= after_id:
+                            continue
+                    if raw is None:
+                        continue
+                    task = Task.from_record(raw)
+                    if (status and task.status != status) or (mode and task.mode != mode):
+                        continue
+                    if owner is not None and task.owner != owner:
+                        continue
+                    items.append(task)
+                    if len(items) > limit:
+                        break
+        finally:
+            await rows.aclose()
         page = items[:limit]
         next_cursor = None
         if len(items) > limit and page:
@@ -223,11 +258,31 @@ class RedisStore:
             next_cursor = history_cursor(last)
         return Page(page, next_cursor)
 
+    async def _newest_first(self, max_score: str | int, batch: int, *, most: int) -> AsyncGenerator[tuple[str, int], None]:
+        """(task id, created ms) from every shard's index at or below `max_score`, newest
+        first (ties by id, descending, as Redis orders one index), at most `most` rows."""
+        shards = [_Shard(self._ks.task_index(tag)) for tag in self._ks.tags]
+        for _ in range(most):
+            empty = [s for s in shards if not s.rows and not s.done]
+            if empty:
+                await asyncio.gather(*(s.fill(self, max_score, batch) for s in empty))
+            live = [s for s in shards if s.rows]
+            if not live:
+                return
+            newest = max(live, key=lambda s: (s.rows[0][1], s.rows[0][0]))
+            yield newest.rows.popleft()
+
     async def open_tasks(self, updated_before: float, limit: int) -> list[str]:
-        ids = await self._call(
-            self._r.zrangebyscore(OPEN_TASKS, "-inf", _ms(updated_before), start=0, num=limit)
-        )
-        return [i.decode() for i in ids]
+        found = await asyncio.gather(*(
+            self._call(
+                self._r.zrangebyscore(
+                    self._ks.open_tasks(tag), "-inf", _ms(updated_before), start=0, num=limit, withscores=True
+                )
+            )
+            for tag in self._ks.tags
+        ))
+        oldest = sorted((score, i.decode()) for rows in found for i, score in rows)
+        return [task_id for _, task_id in oldest[:limit]]
 
     async def park_callback(self, task_id: str, token: str, body: bytes, ttl: float) -> None:
         key = keys.early_callbacks(task_id)
@@ -276,3 +331,24 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+class _Shard:
+    """One shard's index while `_newest_first` merges them: the rows read and not yet
+    taken, and where the next read starts."""
+
+    __slots__ = ("done", "index", "offset", "rows")
+
+    def __init__(self, index: str):
+        self.index = index
+        self.rows: deque[tuple[str, int]] = deque()
+        self.offset = 0
+        self.done = False
+
+    async def fill(self, store: RedisStore, max_score: str | int, batch: int) -> None:
+        rows = await store._call(
+            store._r.zrevrangebyscore(self.index, max_score, "-inf", start=self.offset, num=batch, withscores=True)
+        )
+        self.offset += len(rows)
+        self.done = len(rows) < batch
+        self.rows.extend((r[0].decode(), int(r[1])) for r in rows)

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -20,7 +21,7 @@ Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, client: aioredis.Redis, *, most: int = 64):
+    def __init__(self, client: aioredis.Redis | RedisCluster, *, most: int = 64):
         self._r = client
         self._most = most
         self._queue: list[Call] = []

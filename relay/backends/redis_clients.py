@@ -1,10 +1,12 @@
 """The Redis clients Relay opens, from RELAY_REDIS_URL: `redis://` / `rediss://` (one
-server) or `redis+sentinel://[:password@]host:port[,host:port...]/service[/db]` (Redis
+server), `redis+sentinel://[:password@]host:port[,host:port...]/service[/db]` (Redis
 Sentinel: the clients ask the sentinels for the current master, and after a failover
-their connections go to the new one).
+their connections go to the new one), or `redis+cluster://[:password@]host:port[,...]`
+(Redis Cluster: any reachable nodes; the client learns the rest and the slot map).
 
 Two clients per process: the command client (bounded timeouts, a blocking pool) and the
-hub's pub/sub listener (no socket timeout; its own health checks).
+hub's pub/sub listener (no socket timeout; its own health checks). On a cluster the hub
+opens one listener per node instead (relay/backends/cluster_hub.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.maint_notifications import MaintNotificationsConfig
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+
+
+def is_cluster(url: str) -> bool:
+    return urlsplit(url).scheme == CLUSTER_SCHEME
 
 # What each new connection's handshake skips: `CLIENT SETINFO` (an error reply before Redis
 # 7.2, and an importlib.metadata lookup per connection) and `CLIENT MAINT_NOTIFICATIONS`
@@ -33,26 +41,45 @@ class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
     """The sentinel-managed pool with the blocking pool's wait for a free connection."""
 
 
+def _hosts(url: str, what: str) -> list[tuple[str, int]]:
+    """The `host:port` list of a sentinel or cluster URL."""
+    hosts = []
+    for item in urlsplit(url).netloc.rpartition("@")[2].split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"RELAY_REDIS_URL: {item!r} is not host:port of a {what}")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
+
+
+def password(url: str) -> str | None:
+    parts = urlsplit(url)
+    return unquote(parts.password) if parts.password else None
+
+
+def _cluster(url: str, **options: object) -> RedisCluster:
+    parts = urlsplit(url)
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("RELAY_REDIS_URL: a Redis Cluster has only database 0")
+    nodes = [ClusterNode(host, port) for host, port in _hosts(url, "cluster node")]
+    return RedisCluster(startup_nodes=nodes, password=password(url), **options)  # type: ignore[arg-type]
+
+
 def _sentinel(url: str) -> tuple[Sentinel, str, int, str | None]:
     """The sentinels, the service (master) name, the db and the password of a
     `redis+sentinel://` URL."""
     parts = urlsplit(url)
-    hosts = []
-    for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"RELAY_REDIS_URL: {item!r} is not host:port of a sentinel")
-        hosts.append((host.strip("[]"), int(port)))
+    hosts = _hosts(url, "sentinel")
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise ValueError("RELAY_REDIS_URL: name the Sentinel service, e.g. redis+sentinel://h:26379/mymaster/0")
     db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
-    password = unquote(parts.password) if parts.password else None
+    secret = password(url)
     sentinel = Sentinel(hosts, socket_timeout=2, socket_connect_timeout=2)  # type: ignore[no-untyped-call]
-    return sentinel, path[0], db, password
+    return sentinel, path[0], db, secret
 
 
-def command_client(url: str, *, max_connections: int) -> aioredis.Redis:
+def command_client(url: str, *, max_connections: int) -> aioredis.Redis | RedisCluster:
     """Bounded per-command timeouts, an explicit pool size, health checks on idle sockets.
 
     The pool blocks (up to 5 s) when every connection is busy: redis-py's default pool
@@ -67,6 +94,11 @@ def command_client(url: str, *, max_connections: int) -> aioredis.Redis:
         "health_check_interval": 15,
         **HANDSHAKE,
     }
+    if is_cluster(url):
+        # A pool per node, which does not wait for a free connection; redirects and a
+        # node's failover are retried by the cluster client itself.
+        del options["timeout"]
+        return _cluster(url, **options)
     if urlsplit(url).scheme == SENTINEL_SCHEME:
         sentinel, service, db, password = _sentinel(url)
         client: aioredis.Redis = sentinel.master_for(

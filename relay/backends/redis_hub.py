@@ -64,7 +64,7 @@ class RedisHub:
     async def publish(self, task: Task) -> None:
         data = TaskEvent.of(task).encode()
         try:
-            for channel in channels(task):
+            for channel in channels(task, keys.SINGLE):
                 if channel:
                     await self._publisher.publish(channel, data)
         except RedisError as exc:
@@ -159,7 +159,7 @@ class RedisHub:
                         metrics.HUB_MESSAGES.inc()
                         self._dispatch(message["data"])
                     elif kind in (b"subscribe", "subscribe"):
-                        channel = _text(message["channel"])
+                        channel = text(message["channel"])
                         if channel != keys.EVENTS_CHANNEL:
                             self._confirmed(channel)
                             continue
@@ -209,5 +209,5 @@ class RedisHub:
         await self._listener.aclose()
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -1,10 +1,11 @@
-"""The outbox in Redis (`redis://`): durable with the tasks (AOF), shared by every instance.
+"""The outbox in Redis: durable with the tasks (AOF), shared by every instance.
 
-One hash per message (keys.outbox_message), a sorted set of the pending ones by when they
-are due (keys.OUTBOX_DUE), one list of message ids per task. Messages are queued by the
-store's write scripts (relay/backends/redis.py); here they are claimed, finished and
-listed. A claim moves the message's due time past its lease, so a sender that dies
-holding it only delays it by the lease.
+One hash per message, a sorted set of the pending ones by when they are due, one list of
+message ids per task (`keys.Keyspace`: on a cluster all of them in the task's shard, so
+one due set per shard). Messages are queued by the store's write scripts
+(relay/backends/redis.py); here they are claimed, finished and listed. A claim moves the
+message's due time past its lease, so a sender that dies holding it only delays it by the
+lease.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from redis import asyncio as aioredis
 
 from relay import keys
-from relay.backends.redis import call
+from relay.backends.redis import Client, call
 from relay.webhooks.messages import MAX_LOG, Attempt, Delivery, Message, State
-
-_MSG_PREFIX = keys.outbox_message("")
 
 # KEYS: due. ARGV: now_ms, until_ms, limit, holder, message key prefix
 _CLAIM = """
@@ -104,26 +102,41 @@ def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
 
 
 class RedisOutbox:
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: Client, keyspace: keys.Keyspace = keys.SINGLE):
         self._r = client
+        self._ks = keyspace
+        self._turn = 0
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
         self._redeliver = client.register_script(_REDELIVER)
 
     async def claim(self, now: float, lease: float, holder: str, limit: int) -> list[Delivery]:
-        rows = await call(
-            self._claim(keys=[keys.OUTBOX_DUE], args=[_ms(now), _ms(now + lease), limit, holder, _MSG_PREFIX])
-        )
-        return [_delivery(_pairs(row)) for row in rows]
+        # Shard by shard until `limit` (the sender's free slots) is reached, starting one
+        # shard further each time so that a busy shard cannot starve the others.
+        tags = self._ks.tags
+        self._turn = (self._turn + 1) % len(tags)
+        out: list[Delivery] = []
+        for tag in tags[self._turn :] + tags[: self._turn]:
+            if len(out) >= limit:
+                break
+            rows = await call(
+                self._claim(
+                    keys=[self._ks.outbox_due(tag)],
+                    args=[_ms(now), _ms(now + lease), limit - len(out), holder, self._ks.outbox_message(tag, "")],
+                )
+            )
+            out += [_delivery(_pairs(row)) for row in rows]
+        return out
 
     async def finish(
         self, delivery: Delivery, attempt: Attempt, state: State, next_at: float | None, keep: float
     ) -> bool:
         log = [a.to_json() for a in (*delivery.attempts, attempt)[-MAX_LOG:]]
         m = delivery.message
+        tag = self._ks.tag(m.task_id)
         done = await call(
             self._finish(
-                keys=[keys.OUTBOX_DUE, keys.outbox_message(m.delivery_id), keys.OUTBOX_FAILED],
+                keys=[self._ks.outbox_due(tag), self._ks.outbox_message(tag, m.delivery_id), self._ks.outbox_failed(tag)],
                 args=[
                     delivery.lease,
                     state,
@@ -139,34 +152,41 @@ class RedisOutbox:
         return bool(done)
 
     async def for_task(self, task_id: str) -> list[Delivery]:
-        ids = await call(self._r.lrange(keys.task_deliveries(task_id), 0, -1))
+        ids = await call(self._r.lrange(self._ks.task_deliveries(task_id), 0, -1))
         if not ids:
             return []
+        tag = self._ks.tag(task_id)
         async with self._r.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.hgetall(keys.outbox_message(i.decode()))
+                pipe.hgetall(self._ks.outbox_message(tag, i.decode()))
             rows = await call(pipe.execute())
         return [_delivery(row) for row in rows if row]
 
     async def redeliver(self, task_id: str, now: float) -> int:
+        tag = self._ks.tag(task_id)
         n = await call(
             self._redeliver(
-                keys=[keys.OUTBOX_DUE, keys.OUTBOX_FAILED, keys.task_deliveries(task_id)],
-                args=[_ms(now), _MSG_PREFIX],
+                keys=[self._ks.outbox_due(tag), self._ks.outbox_failed(tag), self._ks.task_deliveries(task_id)],
+                args=[_ms(now), self._ks.outbox_message(tag, "")],
             )
         )
         return int(n)
 
     async def backlog(self) -> tuple[int, dict[str, float]]:
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.OUTBOX_DUE)
-            pipe.zrange(keys.OUTBOX_DUE, 0, 99)
-            count, ids = await call(pipe.execute())
+            for tag in self._ks.tags:
+                pipe.zcard(self._ks.outbox_due(tag))
+                pipe.zrange(self._ks.outbox_due(tag), 0, 99)
+            replies = await call(pipe.execute())
+        count = sum(int(n) for n in replies[0::2])
+        messages = [
+            self._ks.outbox_message(tag, i.decode()) for tag, ids in zip(self._ks.tags, replies[1::2], strict=True) for i in ids
+        ]
         oldest: dict[str, float] = {}
-        if ids:
+        if messages:
             async with self._r.pipeline(transaction=False) as pipe:
-                for i in ids:
-                    pipe.hmget(keys.outbox_message(i.decode()), "url", "created")
+                for key in messages:
+                    pipe.hmget(key, "url", "created")
                 rows = await call(pipe.execute())
             for url, created in rows:
                 if url is None or created is None:
@@ -174,7 +194,7 @@ class RedisOutbox:
                 at = int(created) / 1000
                 label = url.decode()
                 oldest[label] = min(oldest.get(label, at), at)
-        return int(count), oldest
+        return count, oldest
 
     async def disable(self, url: str, why: str) -> None:
         await call(self._r.hset(keys.WEBHOOKS_DISABLED, url, why))

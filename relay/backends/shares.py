@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import time
 
-from redis import asyncio as aioredis
-
 from relay import keys
 from relay.backends.base import Share
-from relay.backends.redis import call
+from relay.backends.redis import Client, call
 
 
 def _before(share: Share, cursor: str | None) -> bool:
@@ -36,22 +34,23 @@ class MemoryShares:
 
 
 class RedisShares:
-    def __init__(self, client: aioredis.Redis, *, ttl: float):
+    def __init__(self, client: Client, *, ttl: float, keyspace: keys.Keyspace = keys.SINGLE):
         self._r = client
+        self._k = keyspace
         self._ttl_ms = int(ttl * 1000)
 
     async def add(self, share: Share) -> None:
         score = int(share.created * 1000)
         async with self._r.pipeline(transaction=True) as pipe:
-            pipe.set(keys.share(share.share_id), share.to_json(), px=self._ttl_ms)
-            for index in (keys.shares_index(None), keys.shares_index(share.mode)):
+            pipe.set(self._k.share(share.share_id), share.to_json(), px=self._ttl_ms)
+            for index in (self._k.shares_index(None), self._k.shares_index(share.mode)):
                 pipe.zadd(index, {share.share_id: score})
                 # Old entries leave the indexes with their records.
                 pipe.zremrangebyscore(index, "-inf", int(time.time() * 1000) - self._ttl_ms)
             await call(pipe.execute())
 
     async def get(self, share_id: str) -> Share | None:
-        raw = await call(self._r.get(keys.share(share_id)))
+        raw = await call(self._r.get(self._k.share(share_id)))
         return Share.from_json(raw) if raw is not None else None
 
     async def page(self, *, mode: str | None, limit: int, cursor: str | None) -> tuple[list[Share], str | None]:
@@ -60,11 +59,11 @@ class RedisShares:
             score_text = cursor.partition(":")[0]
             top = int(score_text) if score_text.isdigit() else "+inf"
         ids = await call(
-            self._r.zrevrangebyscore(keys.shares_index(mode), top, "-inf", start=0, num=limit + 20)
+            self._r.zrevrangebyscore(self._k.shares_index(mode), top, "-inf", start=0, num=limit + 20)
         )
         if not ids:
             return [], None
-        raws = await call(self._r.mget([keys.share(i.decode()) for i in ids]))
+        raws = await call(self._r.mget([self._k.share(i.decode()) for i in ids]))
         shares = [Share.from_json(r) for r in raws if r is not None]
         items = [s for s in shares if _before(s, cursor)]
         page = items[:limit]
