@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from relay import keys
 from relay.backends import open_backends, open_storage
 from relay.catalogue import builtin
 from relay.downloader import Downloader
@@ -43,6 +44,11 @@ def topology(settings: Settings) -> str:
         return "one process, embedded store and hub (memory://): fine for a demo, not for several instances"
     if scheme == "redis+sentinel":
         return f"instances sharing Redis through Sentinel, following failovers ({mask_url(settings.redis_url)})"
+    if scheme == "redis+cluster":
+        return (
+            f"instances sharing a Redis Cluster: {keys.SHARDS} key shards over its nodes, sharded pub/sub "
+            f"({mask_url(settings.redis_url)})"
+        )
     return f"instances sharing one Redis ({mask_url(settings.redis_url)})"
 
 

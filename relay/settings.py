@@ -140,7 +140,7 @@ class Settings:
         what `relay check` needs to test every link it still can."""
         r = Reader({**(os.environ if env is None else env), **(overrides or {})}, ENV_NAMES)
         settings = cls(
-            redis_url=r.url("redis_url", "memory://", schemes=("memory", "redis", "rediss", "redis+sentinel")),
+            redis_url=r.url("redis_url", "memory://", schemes=("memory", "redis", "rediss", "redis+sentinel", "redis+cluster")),
             storage_url=r.url("storage_url", "file://./data/files", schemes=("file", "s3")),
             storage_public_url=r.opt_url("storage_public_url"),
             storage_fallback_url=r.url("storage_fallback_url", "", schemes=("file", "s3")) or None,

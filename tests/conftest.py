@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, PageErrors
+from tests.cluster import RedisCluster
 from tests.servers import AppProcess, RedisServer, relay_env
 
 StartRelay = Callable[..., AppProcess]
@@ -27,6 +28,29 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real three-master Redis Cluster on loopback, shared by the session."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The shared cluster (`redis+cluster://`), emptied for this test."""
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A cluster of this test's own, for tests that restart its nodes."""
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

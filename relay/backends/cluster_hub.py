@@ -52,6 +52,13 @@ class _ShardPubSub(PubSub):
     """redis-py re-subscribes a pub/sub connection by itself when it reconnects, all shard
     channels in one SSUBSCRIBE, which Redis refuses once they span slots: one per slot."""
 
+    @property
+    def subscribed(self) -> bool:
+        # Always, to redis-py: a command sent on a pub/sub with no subscriptions left first
+        # reads a health-check reply itself, racing the link's listener for the bytes (the
+        # next SSUBSCRIBE's confirmation was lost that way once a link's last channel went).
+        return True
+
     async def _resubscribe_shard_channels(self) -> None:
         for group in by_slot(text(c) for c in self.shard_channels):
             await self.ssubscribe(*group)
@@ -82,10 +89,10 @@ class _Link:
     async def send(self) -> None:
         """SSUBSCRIBE what was added since the last call (a down link subscribes
         everything when it reconnects)."""
-        unsent, self.unsent = self.unsent, set()
         pubsub = self.pubsub
-        if not unsent or pubsub is None:
+        if not self.unsent or pubsub is None:
             return
+        unsent, self.unsent = self.unsent, set()
         try:
             for group in by_slot(unsent):
                 await pubsub.ssubscribe(*group)
@@ -182,8 +189,7 @@ class ClusterHub:
         data = TaskEvent.of(task).encode()
         try:
             for channel in channels(task, self._ks):
-                if channel:
-                    await self._cluster.spublish(channel, data)
+                await self._cluster.spublish(channel, data)
         except RedisError as exc:
             raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
 

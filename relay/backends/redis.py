@@ -19,6 +19,7 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -55,7 +56,8 @@ end
 if n > 0 then redis.call('PEXPIRE', KEYS[K + 2], ARGV[3]) end
 """
 
-# KEYS: task, index, open, channel, owner channel or '' (+ outbox). ARGV: version,
+# KEYS: task, index, open, channel, owner channel (the task's again if none; every KEY
+# must be in the task's slot on a cluster) (+ outbox). ARGV: version,
 # record, ttl_ms, created_ms, updated_ms, task_id, terminal, event (+ now_ms, messages)
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -66,11 +68,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[4]) - tonumber(ARG
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[3], ARGV[6])
 else redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6]) end
 redis.call('$PUBLISH', KEYS[4], ARGV[8])
-if KEYS[5] ~= '' then redis.call('$PUBLISH', KEYS[5], ARGV[8]) end
+if KEYS[5] ~= KEYS[4] then redis.call('$PUBLISH', KEYS[5], ARGV[8]) end
 local K = 5
 """ + _ENQUEUE + "return 1"
 
-# KEYS: task, open, channel, owner channel or '' (+ outbox). ARGV: expected_version,
+# KEYS: task, open, channel, owner channel or the task's again (+ outbox). ARGV: expected_version,
 # version, record, ttl_ms, updated_ms, task_id, terminal, event (+ now_ms, messages)
 _REPLACE = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
@@ -79,7 +81,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[7] == '1' then redis.call('ZREM', KEYS[2], ARGV[6])
 else redis.call('ZADD', KEYS[2], ARGV[5], ARGV[6]) end
 redis.call('$PUBLISH', KEYS[3], ARGV[8])
-if KEYS[4] ~= '' then redis.call('$PUBLISH', KEYS[4], ARGV[8]) end
+if KEYS[4] ~= KEYS[3] then redis.call('$PUBLISH', KEYS[4], ARGV[8]) end
 local K = 4
 """ + _ENQUEUE + "return 1"
 
@@ -91,10 +93,18 @@ def publish_command(keyspace: keys.Keyspace) -> str:
     return "SPUBLISH" if keyspace.cluster else "PUBLISH"
 
 
-def channels(task: Task, keyspace: keys.Keyspace) -> tuple[str, str]:
-    """Where a change of `task` is published: its channel, and its owner's ('' if none)."""
-    owner = keyspace.channel(task.task_id, owner_key(task.owner)) if task.owner else ""
-    return keyspace.channel(task.task_id), owner
+def channels(task: Task, keyspace: keys.Keyspace) -> tuple[str, ...]:
+    """Where a change of `task` is published: its channel, and its owner's if it has one."""
+    if task.owner:
+        return keyspace.channel(task.task_id), keyspace.channel(task.task_id, owner_key(task.owner))
+    return (keyspace.channel(task.task_id),)
+
+
+def _script_channels(task: Task, keyspace: keys.Keyspace) -> tuple[str, str]:
+    """Two channel KEYS for the write scripts: the second repeats the first when the task
+    has no owner (an empty key would hash to another slot)."""
+    found = channels(task, keyspace)
+    return found[0], found[-1]
 
 
 def _ms(ts: float) -> int:
@@ -107,6 +117,8 @@ async def call(coro: Any) -> Any:
         return await coro
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
+    except (ClusterDownError, TryAgainError, SlotNotCoveredError) as exc:  # a node failing over or resharding
+        raise StoreUnavailable(f"the task store (Redis Cluster) cannot serve this key now: {exc}") from exc
 
 
 class RedisStore:
@@ -158,7 +170,7 @@ class RedisStore:
                     self._ks.task(task.task_id),
                     self._ks.task_index(tag := self._ks.tag(task.task_id)),
                     self._ks.open_tasks(tag),
-                    *channels(task, self._ks),
+                    *_script_channels(task, self._ks),
                     *extra_keys,
                 ],
                 [
@@ -184,7 +196,7 @@ class RedisStore:
                 [
                     self._ks.task(task.task_id),
                     self._ks.open_tasks(self._ks.tag(task.task_id)),
-                    *channels(task, self._ks),
+                    *_script_channels(task, self._ks),
                     *extra_keys,
                 ],
                 [

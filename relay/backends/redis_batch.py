@@ -25,8 +25,13 @@ class ScriptBatcher:
         self._r = client
         self._most = most
         self._queue: list[Call] = []
+        # redis-py's cluster pipeline refuses scripts: there each call goes on its own (to
+        # the node of its keys' slot).
+        self._alone = isinstance(client, RedisCluster)
 
     async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
+        if self._alone:
+            return await script(keys=keys, args=args)
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys, args, answer))
         if len(self._queue) == 1:

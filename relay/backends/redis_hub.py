@@ -65,8 +65,7 @@ class RedisHub:
         data = TaskEvent.of(task).encode()
         try:
             for channel in channels(task, keys.SINGLE):
-                if channel:
-                    await self._publisher.publish(channel, data)
+                await self._publisher.publish(channel, data)
         except RedisError as exc:
             raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
 
