@@ -104,12 +104,13 @@ def start_relay(tmp_path: Path, sim: str) -> Iterator[StartRelay]:
         proc.stop()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """The store/hub URL: each behaviour test runs on both the embedded and Redis backends."""
+    """The store/hub URL: each behaviour test runs on the embedded backend, one Redis and a
+    Redis Cluster."""
     if request.param == "memory":
         return "memory://"
-    url: str = request.getfixturevalue("redis_url")
+    url: str = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
     return url
 
 

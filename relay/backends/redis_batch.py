@@ -25,13 +25,8 @@ class ScriptBatcher:
         self._r = client
         self._most = most
         self._queue: list[Call] = []
-        # redis-py's cluster pipeline refuses scripts: there each call goes on its own (to
-        # the node of its keys' slot).
-        self._alone = isinstance(client, RedisCluster)
 
     async def run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        if self._alone:
-            return await script(keys=keys, args=args)
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((script, keys, args, answer))
         if len(self._queue) == 1:
@@ -51,7 +46,9 @@ class ScriptBatcher:
                 chunk = batch[start : start + self._most]
                 pipe = self._r.pipeline(transaction=False)
                 for script, keys, args, _ in chunk:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    # Not `pipe.evalsha`, which redis-py's cluster pipeline refuses; as a
+                    # plain command it is sent to the node of its keys' slot like any other.
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
                 for (script, keys, args, answer), reply in zip(chunk, replies, strict=True):
                     if isinstance(reply, NoScriptError):
