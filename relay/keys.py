@@ -9,13 +9,28 @@ merged on read. Money and shares each keep to one tag of their own. Keys touched
 (leases, rate counters, idempotency, early callbacks) are plain functions below.
 """
 
+import itertools
 import zlib
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "relay"
 
 # Fixed, not configurable: a task's shard is part of its key names, so every instance of
 # a deployment, now and later, must compute the same one.
 SHARDS = 16
+
+
+def _spread_tags() -> tuple[str, ...]:
+    """One hash tag per shard, the n-th hashing into the n-th sixteenth of the slot space:
+    nodes serve contiguous slot ranges (as `redis-cli --cluster create` splits them), so
+    each gets its share of the shards. `{t0}`..`{t15}` put 8, 4 and 4 on three nodes."""
+    width = REDIS_CLUSTER_HASH_SLOTS // SHARDS
+    tags = []
+    for n in range(SHARDS):
+        name = next(f"s{n}.{i}" for i in itertools.count() if key_slot(f"s{n}.{i}".encode()) // width == n)
+        tags.append(f"{{{name}}}:")
+    return tuple(tags)
 
 # Each task's changes go to its own channel, and an owned task's also to its owner's: an
 # instance subscribes only to what its open streams watch (its one pub/sub connection
@@ -71,7 +86,7 @@ class Keyspace:
     def __init__(self, *, cluster: bool) -> None:
         self.cluster = cluster
         # Every shard's tag, with its separator: the indexes are read through these.
-        self.tags: tuple[str, ...] = tuple(f"{{t{n}}}:" for n in range(SHARDS)) if cluster else ("",)
+        self.tags: tuple[str, ...] = _spread_tags() if cluster else ("",)
         self._money = "{credits}:" if cluster else ""
         self._shares = "{shares}:" if cluster else ""
 

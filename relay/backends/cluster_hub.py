@@ -124,6 +124,9 @@ class _Link:
                     await pubsub.ssubscribe(*group)
                 self.pubsub = pubsub
                 await self.send()  # whatever was added while this connection was set up
+                if not self.up:
+                    # Its channels' confirmations (no stream asked) re-sync their streams.
+                    log.warning("redis pub/sub link to %s back; re-syncing its streams", self.name)
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
                     if message is None:

@@ -19,7 +19,12 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -119,6 +124,16 @@ async def call(coro: Any) -> Any:
         raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
     except (ClusterDownError, TryAgainError, SlotNotCoveredError) as exc:  # a node failing over or resharding
         raise StoreUnavailable(f"the task store (Redis Cluster) cannot serve this key now: {exc}") from exc
+    except RedisClusterException as exc:
+        if "cannot be connected" not in str(exc):
+            raise  # a bug (keys of one call in several slots), not an outage
+        raise StoreUnavailable(f"the task store (Redis Cluster) is unreachable: {exc}") from exc
+    except RuntimeError as exc:
+        # uvloop's answer to a write on a connection the cluster client closed a moment ago
+        # (it closes them all when a node reports the cluster down).
+        if "handler is closed" not in str(exc):
+            raise
+        raise StoreUnavailable(f"the task store (Redis) connection closed: {exc}") from exc
 
 
 class RedisStore:
