@@ -171,3 +171,75 @@ async def test_a_node_restart_loses_no_terminal_event_and_streams_resync(
     # The stopped node's link came back and its streams re-read their snapshots.
     assert "link to 127.0.0.1:" in relay.log_text() and "back; re-syncing its streams" in relay.log_text()
     assert await metric(client, relay.url, "relay_redis_reconnects_total") >= 1
+
+
+def shard_channels(cluster: RedisCluster) -> list[str]:
+    """Every shard channel subscribed on any node (PUBSUB SHARDCHANNELS is per node)."""
+    found: list[str] = []
+    for port in cluster.ports:
+        with cluster.client(port) as node:
+            found += [c.decode() for c in node.execute_command("PUBSUB", "SHARDCHANNELS", "relay:*")]
+    return sorted(found)
+
+
+async def test_an_instance_with_no_streams_receives_nothing_on_a_cluster(
+    start_relay: StartRelay, cluster_url: str, redis_cluster: RedisCluster, sim: str, client: httpx.AsyncClient
+) -> None:
+    a = start_relay(cluster_url, RELAY_MIRROR="off")
+    b = start_relay(cluster_url, RELAY_MIRROR="off")
+    tasks = [await create(client, a.url, prompt=f"crane {i}") for i in range(10)]
+    watched = tasks[:4]
+    async with httpx.AsyncClient(timeout=20) as streams:
+        followers = [asyncio.create_task(follow(streams, t["eventsUrl"])) for t in watched]
+
+        async def subscribed() -> bool:
+            return len(shard_channels(redis_cluster)) == len(watched)
+
+        await until(subscribed, timeout=10, what="a shard channel per watched task")
+        assert shard_channels(redis_cluster) == sorted(CLUSTER.channel(t["taskId"]) for t in watched)
+        for task in tasks:
+            (await client.post(f"{sim}/sim/tasks/{task['taskId']}/complete")).raise_for_status()
+        seen = await asyncio.wait_for(asyncio.gather(*followers), 20)
+    assert all(s[-1]["status"] == "completed" for s in seen)
+    received_a = await metric(client, a.url, "relay_hub_messages_total")
+    assert len(watched) <= received_a <= 2 * len(watched), received_a
+    assert await metric(client, b.url, "relay_hub_messages_total") == 0, "B watches nothing, so it hears nothing"
+
+    async def dropped() -> bool:
+        return shard_channels(redis_cluster) == []
+
+    await until(dropped, timeout=5, what="the shard channels dropped once their streams ended")
+
+
+async def test_stream_churn_leaves_no_shard_subscription(
+    start_relay: StartRelay, cluster_url: str, redis_cluster: RedisCluster, sim: str, client: httpx.AsyncClient
+) -> None:
+    relay = start_relay(cluster_url, RELAY_MIRROR="off", RELAY_MAX_STREAMS_PER_CLIENT="200")
+    tasks = [await create(client, relay.url, prompt=f"ibis {i}") for i in range(30)]
+    async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=100)) as streams:
+        for _ in range(3):  # open every stream, read its snapshot, walk away
+
+            async def glance(task: dict[str, Any]) -> None:
+                async with streams.stream("GET", str(task["eventsUrl"])) as response:
+                    assert response.status_code == 200
+                    async for event in iter_events(response):
+                        if event.event == "task":
+                            return
+
+            await asyncio.gather(*(glance(t) for t in tasks))
+
+        async def dropped() -> bool:
+            return shard_channels(redis_cluster) == []
+
+        await until(dropped, timeout=10, what="every shard channel dropped after its streams closed")
+        assert await metric(client, relay.url, "relay_hub_channels") == 0
+        # A link whose last channel went is used again by the next stream.
+        follower = asyncio.create_task(follow(streams, str(tasks[0]["eventsUrl"])))
+
+        async def subscribed() -> bool:
+            return shard_channels(redis_cluster) == [CLUSTER.channel(tasks[0]["taskId"])]
+
+        await until(subscribed, timeout=10, what="the shard channel subscribed again")
+        (await client.post(f"{sim}/sim/tasks/{tasks[0]['taskId']}/complete")).raise_for_status()
+        assert (await asyncio.wait_for(follower, 15))[-1]["status"] == "completed"
+

@@ -9,25 +9,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from relay import keys
 from relay.backends.base import Ledger
 from relay.backends.ledger import MemoryLedger, RedisLedger
 from relay.backends.memory import MemoryStore
 from relay.backends.redis_clients import command_client
 from relay.credits import ORPHAN_AFTER, Accounts
 from relay.models import Mode, Status, Task, utcnow
-from tests.servers import RedisServer
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger()
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
-    client = command_client(server.url, max_connections=20)
+    url: str = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
+    client = command_client(url, max_connections=20)
     try:
-        yield RedisLedger(client)
+        yield RedisLedger(client, keys.Keyspace(cluster=request.param == "cluster"))
     finally:
         await client.aclose()
 

@@ -10,20 +10,26 @@ from dataclasses import replace
 
 import pytest
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from relay import keys
 from relay.backends.redis import RedisStore
 from relay.backends.redis_clients import command_client
 from relay.models import Mode, Status, Task, utcnow
-from tests.servers import RedisServer
 
 
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = command_client(redis_url, max_connections=20)
+@pytest.fixture(params=["redis", "cluster"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis | RedisCluster]:
+    url: str = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
+    client = command_client(url, max_connections=20)
     try:
         yield client
     finally:
         await client.aclose()
+
+
+def store_on(client: aioredis.Redis | RedisCluster) -> RedisStore:
+    return RedisStore(client, ttl=600, keyspace=keys.Keyspace(cluster=isinstance(client, RedisCluster)))
 
 
 def task(task_id: str) -> Task:
@@ -32,9 +38,9 @@ def task(task_id: str) -> Task:
 
 
 async def test_racing_writes_are_batched_and_each_stays_atomic(
-    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+    client: aioredis.Redis | RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = RedisStore(client, ttl=600)
+    store = store_on(client)
     tasks = [task(f"batch{i:03d}") for i in range(40)]
     assert all(await asyncio.gather(*(store.insert(t) for t in tasks)))
     pipelines = 0
@@ -56,16 +62,16 @@ async def test_racing_writes_are_batched_and_each_stays_atomic(
         assert stored is not None and stored.version == 2
 
 
-async def test_a_script_redis_forgot_is_loaded_again(client: aioredis.Redis, redis_server: RedisServer) -> None:
-    store = RedisStore(client, ttl=600)
+async def test_a_script_redis_forgot_is_loaded_again(client: aioredis.Redis | RedisCluster) -> None:
+    store = store_on(client)
     assert await store.insert(task("forgot1"))
     await client.script_flush()
     assert await store.replace(replace(task("forgot1"), version=2), expected_version=1)
     assert not await store.replace(replace(task("forgot1"), version=3), expected_version=1)
 
 
-async def test_a_cancelled_leader_still_sends_its_followers(client: aioredis.Redis) -> None:
-    store = RedisStore(client, ttl=600)
+async def test_a_cancelled_leader_still_sends_its_followers(client: aioredis.Redis | RedisCluster) -> None:
+    store = store_on(client)
     leader = asyncio.create_task(store.insert(task("lead0001")))
     followers = [asyncio.create_task(store.insert(task(f"follow{i:02d}"))) for i in range(5)]
     await asyncio.sleep(0)  # every call is queued; the leader yields once before sending

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from relay.sim.png import gradient_png
+from tests.cluster import RedisCluster
 from tests.deploy_nginx import LoadBalancer
 from tests.helpers import (
     TERMINAL,
@@ -111,13 +112,18 @@ async def _versioned_bucket(moto: MotoServer) -> str:
     return bucket
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, sim_process: AppProcess) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sim_process: AppProcess
+) -> Iterator[Cluster]:
+    """The instances share one Redis, or (#18) a three-master Redis Cluster."""
     root = tmp_path_factory.mktemp("scaleout")
     with contextlib.ExitStack() as stack:
         moto = MotoServer(root / "moto.log")
         stack.callback(moto.stop)
-        redis = RedisServer(root / "redis")
+        redis: RedisServer | RedisCluster = (
+            RedisCluster(root / "cluster") if request.param == "redis-cluster" else RedisServer(root / "redis")
+        )
         stack.callback(redis.stop)
         with ThreadPoolExecutor(2) as pool:  # the slow starts overlap
             moto_started, redis_started = pool.submit(moto.start), pool.submit(redis.start)
