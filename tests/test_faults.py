@@ -53,6 +53,13 @@ from tests.waiting import until
 # --------------------------------------------------------------------------- helpers
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """What the instances share: one Redis, or (#18) a three-master Redis Cluster."""
+    url: str = request.getfixturevalue("cluster_url" if request.param == "cluster" else "redis_url")
+    return url
+
+
 def failure_payload(task_id: str) -> dict[str, Any]:
     """A jobs-API failure callback exactly as KIE sends it."""
     return {
@@ -425,12 +432,12 @@ async def test_redis_restarted_without_persistence_never_500s_and_rebuilds_tasks
 
 @pytest.mark.timeout(90)
 async def test_relay_killed_mid_stream_resumes_on_the_other_instance(
-    start_relay: StartRelay, redis_url: str, sim: str, client: httpx.AsyncClient,
+    start_relay: StartRelay, shared_url: str, sim: str, client: httpx.AsyncClient,
     load_balancer: LoadBalancer, tmp_path: Path,
 ) -> None:
     lb = load_balancer
     shared = f"file://{tmp_path}/shared-files"  # both instances serve one folder
-    relays = [start_relay(redis_url, RELAY_PUBLIC_URL=lb.url, RELAY_STORAGE_URL=shared) for _ in range(2)]
+    relays = [start_relay(shared_url, RELAY_PUBLIC_URL=lb.url, RELAY_STORAGE_URL=shared) for _ in range(2)]
     lb.start([r.port for r in relays])
 
     task = await create(client, lb.url, "watched while an instance dies")
@@ -554,7 +561,7 @@ async def gated_origin() -> AsyncIterator[GatedOrigin]:
 
 @pytest.mark.timeout(90)
 async def test_sigterm_drains_streams_with_a_retry_hint_and_mirroring_is_not_lost(
-    start_relay: StartRelay, redis_url: str, sim: str, client: httpx.AsyncClient,
+    start_relay: StartRelay, shared_url: str, sim: str, client: httpx.AsyncClient,
     load_balancer: LoadBalancer, gated_origin: GatedOrigin, tmp_path: Path,
 ) -> None:
     lb = load_balancer
@@ -566,7 +573,7 @@ async def test_sigterm_drains_streams_with_a_retry_hint_and_mirroring_is_not_los
         "RELAY_RECONCILE_INTERVAL": "0.3",
         "RELAY_SSE_PING": "1",
     }
-    relays = [start_relay(redis_url, **env) for _ in range(2)]
+    relays = [start_relay(shared_url, **env) for _ in range(2)]
     lb.start([r.port for r in relays])
 
     watched = [await create(client, lb.url, f"watched {i}") for i in range(4)]
@@ -677,11 +684,11 @@ async def test_sigterm_exit_code_is_zero(start_relay: StartRelay, sim: str, clie
 
 @pytest.mark.timeout(90)
 async def test_a_reader_that_stops_reading_is_dropped_without_hurting_others(
-    start_relay: StartRelay, redis_url: str, sim: str, client: httpx.AsyncClient
+    start_relay: StartRelay, shared_url: str, sim: str, client: httpx.AsyncClient
 ) -> None:
     send_timeout = 2.0
     relay = start_relay(
-        redis_url, RELAY_SSE_SEND_TIMEOUT=str(send_timeout), RELAY_SSE_PING="0.5", RELAY_MIRROR="off"
+        shared_url, RELAY_SSE_SEND_TIMEOUT=str(send_timeout), RELAY_SSE_PING="0.5", RELAY_MIRROR="off"
     )
     # ~4000 characters; CJK text is three bytes a character in the JSON (~12 KB an event),
     # so the loopback socket buffers fill after a few hundred events.
@@ -775,10 +782,10 @@ def _drain(sock: socket.socket, timeout: float = 10) -> bytes:
 
 @pytest.mark.timeout(120)
 async def test_burst_of_200_tasks_streams_and_callbacks(
-    start_relay: StartRelay, redis_url: str, sim: str
+    start_relay: StartRelay, shared_url: str, sim: str
 ) -> None:
     relay = start_relay(
-        redis_url,
+        shared_url,
         RELAY_MIRROR="off",
         RELAY_RATE_CREATE="100000",
         RELAY_RATE_CALLBACK="100000",
