@@ -16,6 +16,7 @@ import redis
 from tests.servers import HOST, free_port, stop_process, wait_until
 
 SLOTS = 16384
+DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis-cluster.conf"
 
 
 class RedisCluster:
@@ -84,13 +85,12 @@ class RedisCluster:
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `bash scripts/test.sh`")
         port = self.ports[index]
+        # The operator's file (deploy/redis-cluster.conf), then what differs on loopback.
         args = [
-            binary, "--port", str(port), "--bind", HOST, "--dir", str(self.dirs[index]),
-            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            binary, str(DEPLOY_CONF), "--port", str(port), "--bind", HOST, "--dir", str(self.dirs[index]),
             "--cluster-port", str(self.bus_ports[index]), "--cluster-node-timeout", "2000",
             "--cluster-require-full-coverage", "yes" if self.full_coverage else "no",
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
+            "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
             "--logfile", str(self.dirs[index] / "redis.log"),
         ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -135,3 +135,18 @@ def test_a_busy_port_fails_fast_and_says_what_to_do(command: str) -> None:
     assert result.returncode == 2
     assert f"port {port} on {HOST} is already in use" in result.stderr and "--port" in result.stderr
     assert "relay ready" not in result.stdout + result.stderr and "open http" not in result.stdout
+
+
+async def test_check_names_a_redis_cluster_and_round_trips_through_it(
+    start_relay: StartRelay, cluster_url: str, sim: str, tmp_path: Path
+) -> None:
+    relay = start_relay(cluster_url)
+    result = run_check(
+        RELAY_REDIS_URL=cluster_url, RELAY_PROVIDER="sim", KIE_BASE_URL=sim, KIE_API_KEY="sim-key",
+        RELAY_PUBLIC_URL=relay.url, RELAY_STORAGE_URL=f"file://{tmp_path}/files", RELAY_RESULT_HOSTS=sim,
+        KIE_RETRY_BUDGET="0.5",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Topology:  instances sharing a Redis Cluster: 16 key shards over its nodes, sharded pub/sub" in result.stdout
+    seen = verdicts(result.stdout)
+    assert seen["store"] and seen["hub"], result.stdout

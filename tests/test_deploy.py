@@ -28,3 +28,14 @@ def test_procfile_runs_the_factory_with_bounded_shutdown() -> None:
 def test_redis_settings_turn_on_append_only() -> None:
     conf = (ROOT / "deploy" / "redis.conf").read_text()
     assert re.search(r"^appendonly yes$", conf, re.M) and re.search(r"^appendfsync everysec$", conf, re.M)
+
+
+def test_cluster_nodes_keep_the_same_durability_as_one_redis() -> None:
+    """deploy/redis-cluster.conf repeats deploy/redis.conf's settings (tests/cluster.py starts
+    every test cluster from it) and adds the cluster's."""
+    single = (ROOT / "deploy" / "redis.conf").read_text()
+    node = (ROOT / "deploy" / "redis-cluster.conf").read_text()
+    settings = [line for line in single.splitlines() if line and not line.startswith("#")]
+    assert settings and all(re.search(f"^{re.escape(line)}$", node, re.M) for line in settings)
+    assert re.search(r"^cluster-enabled yes$", node, re.M)
+    assert re.search(r"^cluster-config-file nodes.conf$", node, re.M)
