@@ -126,6 +126,7 @@ class _Link:
                 await self.send()  # whatever was added while this connection was set up
                 if not self.up:
                     # Its channels' confirmations (no stream asked) re-sync their streams.
+                    metrics.REDIS_RECONNECTS.inc()
                     log.warning("redis pub/sub link to %s back; re-syncing its streams", self.name)
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
@@ -331,7 +332,6 @@ class ClusterHub:
         # not subscribed are lost, so its streams re-read their snapshots.
         name = self._names.get(channel)
         if name is not None:
-            metrics.REDIS_RECONNECTS.inc()
             self.fanout.resync(name)
 
     def dispatch(self, raw: bytes) -> None:
