@@ -22,18 +22,20 @@ DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis-cluster
 class RedisCluster:
     """`RedisCluster(workdir).start()`; `.url` for Relay, `.restart(i)` / `.kill(i)` for faults."""
 
-    def __init__(self, workdir: Path, masters: int = 3, *, full_coverage: bool = True):
+    def __init__(self, workdir: Path, masters: int = 3, *, replicas: int = 0, full_coverage: bool = True):
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.workdir = workdir
         self.masters = masters
+        self.replicas = replicas
+        self.nodes = masters * (1 + replicas)  # redis-cli makes the first `masters` masters
         self.full_coverage = full_coverage
-        self.ports = self._free_ports(2 * masters)
+        self.ports = self._free_ports(2 * self.nodes)
         # The cluster bus normally listens on port + 10000, which may be taken or out of
         # range: give each node its own free bus port (`cluster-port`, Redis >= 7).
-        self.ports, self.bus_ports = self.ports[:masters], self.ports[masters:]
-        self.dirs = [workdir / f"node{i}" for i in range(masters)]
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * masters
+        self.ports, self.bus_ports = self.ports[: self.nodes], self.ports[self.nodes :]
+        self.dirs = [workdir / f"node{i}" for i in range(self.nodes)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.nodes
         self.node_ids: list[str] = []
         for d in self.dirs:
             d.mkdir(parents=True, exist_ok=True)
@@ -64,18 +66,19 @@ class RedisCluster:
         return self
 
     def _create(self) -> None:
-        for i in range(self.masters):
+        for i in range(self.nodes):
             self.start_node(i)
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed: run `bash scripts/test.sh`")
         create = [cli, "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports),
-                  "--cluster-replicas", "0", "--cluster-yes"]
+                  "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = subprocess.run(create, capture_output=True, timeout=60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout!r} {done.stderr!r}")
         self.wait_ok()
-        self.node_ids = [self._myid(i) for i in range(self.masters)]
+        wait_until(self._replicas_linked, 30, "every replica linked to its master", interval=0.05)
+        self.node_ids = [self._myid(i) for i in range(self.nodes)]
 
     def start_node(self, index: int) -> None:
         """Start node `index` (again) on its port and dir; waits for PING only."""
@@ -126,7 +129,7 @@ class RedisCluster:
             raise RuntimeError(f"node {index} came back with another node id")
 
     def stop(self) -> None:
-        for i in range(self.masters):
+        for i in range(self.nodes):
             stop_process(self.procs[i], signal.SIGTERM)
             self.procs[i] = None
 
@@ -160,19 +163,30 @@ class RedisCluster:
             return sorted((start, end, owner) for (start, end), owner in self._slots(c).items())
 
     def healthy(self) -> bool:
-        """Every node: cluster_state:ok, all slots assigned and ok, and the same slot map."""
+        """Every running node: cluster_state:ok, all slots assigned and ok, and the same slot
+        map (a killed node stays known, as failed)."""
         maps = []
-        for port in self.ports:
+        for i, port in enumerate(self.ports):
+            if self.procs[i] is None:
+                continue
             with redis.Redis(host=HOST, port=port, socket_timeout=1) as c:
                 info = c.cluster("INFO")
             if (info.get("cluster_state") != "ok"
                     or int(info.get("cluster_slots_assigned", 0)) != SLOTS
                     or int(info.get("cluster_slots_ok", 0)) != SLOTS
-                    or int(info.get("cluster_known_nodes", 0)) != self.masters):
+                    or int(info.get("cluster_known_nodes", 0)) != self.nodes):
                 return False
             maps.append(self._slot_map(port))
         covered = sum(end - start + 1 for start, end, _ in maps[0])
         return covered == SLOTS and all(m == maps[0] for m in maps)
+
+    def _replicas_linked(self) -> bool:
+        linked = 0
+        for port in self.ports:
+            with self.client(port) as c:
+                info = c.info("replication")
+            linked += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return linked == self.nodes - self.masters
 
     def wait_ok(self, timeout: float = 30) -> None:
         wait_until(self.healthy, timeout, f"redis cluster on ports {self.ports} to be ok", interval=0.05)
@@ -198,10 +212,19 @@ class RedisCluster:
         return {(int(row[0]), int(row[1])): int(row[2][1]) for row in rows}
 
     def flushall(self) -> None:
+        """Empty every running master (replicas follow)."""
         for i, port in enumerate(self.ports):
             if self.procs[i] is not None:
                 with self.client(port) as c:
-                    c.flushall()
+                    if c.execute_command("ROLE")[0] == b"master":
+                        c.flushall()
+
+    def replicated(self, index: int, timeout_ms: int = 2000) -> None:
+        """Wait until master `index`'s replicas have every write it acknowledged so far."""
+        with self.client(self.ports[index]) as c:
+            acked = int(c.execute_command("WAIT", self.replicas, timeout_ms))
+        if acked < self.replicas:
+            raise TimeoutError(f"only {acked} of {self.replicas} replicas of node {index} caught up")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from tests.cluster import RedisCluster
 from tests.conftest import StartRelay
 from tests.helpers import assert_strictly_increasing, create, metric, sim_task, versions
 from tests.sse import EventSource, iter_events
-from tests.test_faults import progress_payload
+from tests.test_faults import deliver, progress_payload
 from tests.waiting import until
 
 CLUSTER = keys.Keyspace(cluster=True)
@@ -243,3 +244,45 @@ async def test_stream_churn_leaves_no_shard_subscription(
         (await client.post(f"{sim}/sim/tasks/{tasks[0]['taskId']}/complete")).raise_for_status()
         assert (await asyncio.wait_for(follower, 15))[-1]["status"] == "completed"
 
+
+
+@pytest.mark.timeout(150)
+async def test_a_master_killed_fails_over_to_its_replica_and_streams_follow(
+    start_relay: StartRelay, tmp_path: Path, sim: str, client: httpx.AsyncClient
+) -> None:
+    """Three masters with a replica each; the master serving a watched task is SIGKILLed and
+    its replica promoted. Every stream, on that shard or another, ends with its task's
+    terminal state once; the link to the dead node moves to the promoted one."""
+    cluster = RedisCluster(tmp_path / "cluster", replicas=1).start()
+    try:
+        relay = start_relay(
+            cluster.url, RELAY_MIRROR="off", RELAY_SSE_PING="0.5",
+            RELAY_RECONCILE_AFTER="1", RELAY_RECONCILE_INTERVAL="0.3",
+        )
+        tasks = [await create(client, relay.url, f"failover {i}") for i in range(8)]
+        ids = [t["taskId"] for t in tasks]
+        victim = cluster.node_for_key(CLUSTER.task(ids[0]))
+        async with contextlib.AsyncExitStack() as stack:
+            streams = {t["taskId"]: await stack.enter_async_context(EventSource(client, t["eventsUrl"])) for t in tasks}
+            for source in streams.values():
+                await source.next()
+            cluster.replicated(victim)  # what the master acknowledged, its replica has
+            cluster.kill(victim)  # SIGKILL
+
+            async def promoted() -> bool:
+                return cluster.node_for_key(CLUSTER.task(ids[0])) != victim and cluster.healthy()
+
+            await until(promoted, timeout=40, what="the replica to take over the killed master's slots")
+            await asyncio.gather(*(deliver(client, sim, t, "complete", timeout=40) for t in ids))
+            ends = await asyncio.gather(*(streams[t].until_status("completed", timeout=40) for t in ids))
+        for t, events in zip(ids, ends, strict=True):
+            statuses = [e.json()["status"] for e in streams[t].all]
+            assert statuses.count("completed") == 1, (t, statuses)
+            assert_strictly_increasing(versions(streams[t].all))
+            final = (await client.get(tasks[ids.index(t)]["statusUrl"])).json()
+            assert final["status"] == "completed" and final["version"] == events[-1].json()["version"]
+        assert f"link to 127.0.0.1:{cluster.ports[victim]} lost" in relay.log_text()
+        new_master = cluster.ports[cluster.node_for_key(CLUSTER.task(ids[0]))]
+        assert f"channel of {ids[0]} now on 127.0.0.1:{new_master}" in relay.log_text()
+    finally:
+        cluster.stop()
