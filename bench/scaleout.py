@@ -1,5 +1,8 @@
-"""`python -m bench.scaleout`: several `relay serve` instances on one redis-server and one
-`relay kie-sim` (issue #18 item 4).
+"""`python -m bench.scaleout`: several `relay serve` instances on one Redis and one
+`relay kie-sim` (issue #18 item 4). `--redis single` (the default): one redis-server;
+`--redis cluster`: a three-master Redis Cluster on loopback (bench/servers.py
+start_redis_cluster, each node from deploy/redis-cluster.conf), every instance given
+`RELAY_REDIS_URL=redis+cluster://...` (RelayTarget.redis_url).
 
 Relay publishes each task change on the task's own Redis channel, and an instance subscribes
 only to the tasks its open streams watch. This measures what that buys, in three phases, each
@@ -16,11 +19,21 @@ bench/targets.py RelayTarget) and fresh tasks:
   i go to instance (i div n) mod n (so half of them, with two instances, change a task whose
   stream is on the other instance); total callbacks/s with n instances vs single's.
 
-Every phase checks that every stream received its task's final state (the version Relay
-stored, read back with GET /api/tasks/{id}) and was ended by the server.
+- churn: instance A alone, --churn-tasks tasks; --churn-clients clients (spread over the
+  load workers, their `churn` command) each open a stream on one of its tasks, read until
+  the first `task` event (the snapshot: the server subscribed, read, sent), close the
+  connection, next, for --churn-seconds (default --seconds; at most --churn-max-opens opens).
+  Reports opens/s, A's CPU and Redis's CPU (all nodes) per open in us, the (S)SUBSCRIBE /
+  (S)UNSUBSCRIBE commands Redis served (INFO commandstats), and then, within 10 s, that Redis
+  holds no task subscription: on one server PUBSUB CHANNELS relay:* is only the control
+  channel relay:events, on a cluster PUBSUB SHARDCHANNELS relay:* is empty on every node.
+  In the default phase list; it adds about --seconds + 5 s.
+
+Every phase but churn checks that every stream received its task's final state (the
+version Relay stored, read back with GET /api/tasks/{id}) and was ended by the server.
 
 CPU is utime + stime from /proc (bench/procstats.py) over the callback phase, as % of one
-core. The kernel counts it in ticks (1/CLK_TCK s, 10 ms): a reading of 0 ticks is "no
+core; Redis's is reported per node (by port) and summed. The kernel counts it in ticks (1/CLK_TCK s, 10 ms): a reading of 0 ticks is "no
 measurable CPU". Load comes from `--workers` load processes (bench/worker.py); each holds
 streams and runs senders (its `ingest` command), all on 127.0.0.1.
 """
@@ -54,12 +67,16 @@ from bench.gcstats import http_get
 from bench.httpclient import Client
 from bench.payloads import update_body, update_headers
 from bench.pool import Pool
-from bench.servers import Managed
+from bench.servers import Managed, redis_command
 from bench.stats import latency_ms
 from bench.targets import RelayTarget
 from bench.worker import run_loop
 
-PHASES = ("single", "bystander", "spread")
+PHASES = ("single", "bystander", "spread", "churn")
+DEFAULT_PHASES = PHASES  # churn adds about --seconds + 5 s
+CHURN_OPEN_TIMEOUT = 10.0  # one churn open (connect + snapshot), seconds
+CLEAN_WITHIN = 10.0  # churn: how long Redis may take to drop the last subscriptions
+PUBSUB_COMMANDS = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
 LABELS = "ABCDEFGH"
 TICK = 1 / procstats.CLK_TCK
 _METRIC = re.compile(r"^(relay_hub_messages_total|relay_hub_channels|relay_open_streams) (\S+)$", re.M)
@@ -73,11 +90,17 @@ class Config:
     instances: int = 2
     runs: int = 1
     workers: int = 2
-    phases: tuple[str, ...] = PHASES
+    phases: tuple[str, ...] = DEFAULT_PHASES
     settle: float = 1.0
     baseline: float = 8.0  # bystander: an idle window (no load at all) before the callbacks
     phase_budget: float = 180.0
     relay_env: dict[str, str] = field(default_factory=dict)
+    redis: str = "single"
+    churn_tasks: int = 200
+    churn_clients: int = 8
+    churn_seconds: float = 8.0
+    churn_max_opens: int = 200_000
+    churn_budget: float = 180.0
 
 
 @dataclass
@@ -139,13 +162,32 @@ class CpuWindow:
         }
 
 
+def redis_groups(target: RelayTarget) -> dict[str, list[int]]:
+    """One CPU group per Redis node (the single server, or each cluster master), by port."""
+    return {f"redis :{port}": [node.pid] for node, port in zip(target.redis_nodes, target.redis_ports, strict=True)}
+
+
+def redis_figures(cpu: dict[str, Any], target: RelayTarget) -> dict[str, Any]:
+    """Redis CPU over a window: the sum over nodes, and each node's."""
+    nodes = {str(port): {"cpu_pct": cpu["cpu_pct"][f"redis :{port}"], "cpu_s": cpu["cpu_s"][f"redis :{port}"]}
+             for port in target.redis_ports}
+    return {
+        "redis": target.redis_mode,
+        "redis_cpu_pct": sum(n["cpu_pct"] for n in nodes.values()),
+        "redis_cpu_s": sum(n["cpu_s"] for n in nodes.values()),
+        "redis_nodes": nodes,
+    }
+
+
 async def run_phase(phase: str, target: RelayTarget, pool: Pool, cfg: Config) -> dict[str, Any]:
-    n = 1 if phase == "single" else cfg.instances
+    n = 1 if phase in ("single", "churn") else cfg.instances
     instances: list[Instance] = []
     try:
         for j in range(n):
             proc, port = await target.add_instance(LABELS[j])
             instances.append(Instance(LABELS[j], proc, port))
+        if phase == "churn":
+            return await _churn(target, pool, cfg, instances[0])
         return await _measure(phase, target, pool, cfg, instances)
     finally:
         with contextlib.suppress(Exception):
@@ -213,8 +255,7 @@ async def _measure(phase: str, target: RelayTarget, pool: Pool, cfg: Config,
             if senders and share:
                 messages[w] = {"cmd": "ingest", "kind": "relay", "port": instances[j].port,
                                "items": share, "senders": senders, "duration": cfg.seconds}
-    assert target.redis is not None
-    groups["redis"] = [target.redis.pid]
+    groups.update(redis_groups(target))
     groups["KIE sim"] = [target.helpers["sim"].pid]
     for w, pid in enumerate(pool.pids):
         groups[f"load worker {w}"] = [pid]
@@ -303,7 +344,7 @@ async def _measure(phase: str, target: RelayTarget, pool: Pool, cfg: Config,
         "ack_p99_ms": ack["p99"],
         "failed_requests": bad + final_fail,
         "per_instance": per_instance,
-        "redis_cpu_pct": cpu["cpu_pct"]["redis"],
+        **redis_figures(cpu, target),
         "sim_cpu_pct": cpu["cpu_pct"]["KIE sim"],
         "load_busiest_pct": max(load_cpu, default=0.0),
         "orchestrator_cpu_pct": cpu["cpu_pct"]["bench orchestrator"],
@@ -317,6 +358,127 @@ async def _measure(phase: str, target: RelayTarget, pool: Pool, cfg: Config,
         "duplicated_deliveries": duplicates,
         "errors": {"statuses": dict(statuses), "errors": dict(errors)} if bad else {},
     }
+
+
+async def _churn(target: RelayTarget, pool: Pool, cfg: Config, a: Instance) -> dict[str, Any]:
+    """Instance A alone, M tasks; the load workers' `churn` command: C clients each open a
+    stream, read its snapshot, close it, again, for S seconds. Then Redis must hold no
+    task subscription (bounded wait)."""
+    keys = await target.create(cfg.churn_tasks, a.port)
+    paths = [target.stream_path(k) for k in keys]
+    await asyncio.sleep(cfg.settle)
+    if not a.proc.alive():
+        raise RuntimeError(f"instance A died; log {a.proc.log_path}:\n{a.proc.log_tail()}")
+    before = await scrape(a)
+    calls_before = await pubsub_calls(target.redis_ports)
+    workers = len(pool.workers)
+    clients = split(cfg.churn_clients, workers)
+    budgets = split(cfg.churn_max_opens, workers)
+    messages: list[dict[str, Any] | None] = [
+        {"cmd": "churn", "port": a.port, "paths": paths[w::workers], "clients": clients[w],
+         "duration": cfg.churn_seconds, "max_opens": budgets[w], "timeout": CHURN_OPEN_TIMEOUT}
+        if clients[w] else None
+        for w in range(workers)
+    ]
+    groups = {"relay A": [a.proc.pid], **redis_groups(target), "KIE sim": [target.helpers["sim"].pid]}
+    for w, pid in enumerate(pool.pids):
+        groups[f"load worker {w}"] = [pid]
+    window = CpuWindow(groups)
+    window.start()
+    replies = await pool.each(messages, cfg.churn_seconds + 2 * CHURN_OPEN_TIMEOUT + 30)
+    cpu = window.stop()
+    calls_after = await pubsub_calls(target.redis_ports)
+
+    # Every stream is closed: Redis must drop every task channel (bounded wait).
+    started = time.monotonic()
+    for _ in range(int(CLEAN_WITHIN / 0.1) + 1):
+        found = await subscriptions(target.redis_ports)
+        left = leftover(target.redis_mode, found)
+        if not left or time.monotonic() - started >= CLEAN_WITHIN:
+            break
+        await asyncio.sleep(0.1)
+    clean_after = time.monotonic() - started
+    after = await scrape(a)
+    if not a.proc.alive():
+        raise RuntimeError(f"instance A died; log {a.proc.log_path}:\n{a.proc.log_tail()}")
+
+    latencies = [x for r in replies for x in r["latencies"]]
+    opens = len(latencies)
+    wall = max((r["seconds"] for r in replies), default=1e-6)
+    errors: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for r in replies:
+        errors.update(r["errors"])
+        statuses.update(r["statuses"])
+    lat = latency_ms(latencies)
+    load_cpu = [v for k, v in cpu["cpu_pct"].items() if k.startswith("load worker")]
+    redis = redis_figures(cpu, target)
+    per_open = 1e6 / opens if opens else math.nan
+    return {
+        "phase": "churn",
+        "instances": 1,
+        "tasks": len(keys),
+        "clients": sum(clients),
+        "seconds": wall,
+        "opens": opens,
+        "opens_per_s": opens / wall,
+        "open_p50_ms": lat["p50"],
+        "open_p99_ms": lat["p99"],
+        "failed_opens": sum(r["failed"] for r in replies),
+        "errors": dict(errors),
+        "statuses": dict(statuses),
+        "instance_cpu_pct": cpu["cpu_pct"]["relay A"],
+        "instance_cpu_s": cpu["cpu_s"]["relay A"],
+        "instance_us_per_open": cpu["cpu_s"]["relay A"] * per_open,
+        **redis,
+        "redis_us_per_open": redis["redis_cpu_s"] * per_open,
+        "redis_pubsub_calls": {k: calls_after.get(k, 0) - calls_before.get(k, 0) for k in PUBSUB_COMMANDS},
+        "sim_cpu_pct": cpu["cpu_pct"]["KIE sim"],
+        "load_busiest_pct": max(load_cpu, default=0.0),
+        "orchestrator_cpu_pct": cpu["cpu_pct"]["bench orchestrator"],
+        "machine_busy_pct": cpu["machine_busy_pct"],
+        "others_pct": cpu["others_pct"],
+        "hub_messages_delta": after["relay_hub_messages_total"] - before["relay_hub_messages_total"],
+        "hub_channels_after": after.get("relay_hub_channels", math.nan),
+        "open_streams_after": after.get("relay_open_streams", math.nan),
+        "subscriptions_after": found,
+        "leftover_subscriptions": left,
+        "control_channel": any("relay:events" in f["channels"] for f in found.values()),
+        "clean_after_s": clean_after,
+    }
+
+
+async def pubsub_calls(ports: list[int]) -> dict[str, int]:
+    """Calls of each (un)subscribe command so far, summed over the nodes (INFO commandstats)."""
+    out: Counter[str] = Counter()
+    for port in ports:
+        for line in str(await redis_command(port, "INFO", "commandstats")).splitlines():
+            name, _, rest = line.partition(":")
+            command = name.removeprefix("cmdstat_")
+            if command in PUBSUB_COMMANDS and rest.startswith("calls="):
+                out[command] += int(rest.split(",", 1)[0].removeprefix("calls="))
+    return dict(out)
+
+
+async def subscriptions(ports: list[int]) -> dict[str, dict[str, list[str]]]:
+    """Per node: PUBSUB CHANNELS relay:* and PUBSUB SHARDCHANNELS relay:* (each is per node)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for port in ports:
+        out[str(port)] = {
+            "channels": sorted(await redis_command(port, "PUBSUB", "CHANNELS", "relay:*")),
+            "shardchannels": sorted(await redis_command(port, "PUBSUB", "SHARDCHANNELS", "relay:*")),
+        }
+    return out
+
+
+def leftover(mode: str, found: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Subscriptions that should be gone once no stream is open: on one server every channel
+    but the control channel `relay:events` (always subscribed); on a cluster every shard
+    channel on any node."""
+    if mode == "cluster":
+        return sorted(f"{port}: {c}" for port, f in found.items() for c in f["shardchannels"])
+    return sorted(f"{port}: {c}" for port, f in found.items()
+                  for c in [*(c for c in f["channels"] if c != "relay:events"), *f["shardchannels"]])
 
 
 async def send_finals(target: RelayTarget, instances: list[Instance], keys: list[str],
@@ -398,6 +560,8 @@ def table(medians: dict[str, dict[str, Any]], runs: int) -> str:
             "hub channels", "hub msgs", "watched changes"]
     rows = [head]
     for phase, r in medians.items():
+        if phase == "churn":
+            continue
         for label, inst in r["per_instance"].items():
             role = "idle" if phase == "bystander" and label != "A" else ""
             rows.append([
@@ -415,16 +579,49 @@ def table(medians: dict[str, dict[str, Any]], runs: int) -> str:
     lines.insert(1, "-" * len(lines[0]))
     cores = os.cpu_count() or 0
     other = ["", f"phase      ack p50/p99 ms  redis CPU %  busiest load proc %  machine busy % (of {cores * 100})"
-             "  not ours %  final lost  not ended  failed"]
+             "  not ours %  final lost  not ended  failed  redis CPU % per node"]
     for phase, r in medians.items():
+        if phase == "churn":
+            continue
         other.append(
             f"{phase:10} {fmt(r['ack_p50_ms'], 1):>6} / {fmt(r['ack_p99_ms'], 1):<5} {fmt(r['redis_cpu_pct'], 1):>11}"
             f"  {fmt(r['load_busiest_pct'], 0):>19}  {fmt(r['machine_busy_pct'], 0):>21}"
             f"  {fmt(r['others_pct'], 0):>10}  {fmt(r['final_state_lost']):>10}  {fmt(r['streams_not_ended']):>9}"
-            f"  {fmt(r['failed_requests']):>6}"
+            f"  {fmt(r['failed_requests']):>6}  {per_node(r)}"
         )
     note = f"(medians over {runs} runs)" if runs > 1 else "(one run)"
-    return "\n".join([note, *lines, *other])
+    out = [note, *lines, *other] if len(rows) > 1 else [note]
+    if "churn" in medians:
+        out += ["", *churn_table(medians["churn"], cores)]
+    return "\n".join(out)
+
+
+def per_node(r: dict[str, Any]) -> str:
+    """Each Redis node's CPU %, by port."""
+    return " / ".join(f":{port} {fmt(n['cpu_pct'], 1)}" for port, n in r.get("redis_nodes", {}).items())
+
+
+def churn_table(r: dict[str, Any], cores: int) -> list[str]:
+    calls = r["redis_pubsub_calls"]
+    sub, unsub = ("ssubscribe", "sunsubscribe") if r["redis"] == "cluster" else ("subscribe", "unsubscribe")
+    return [
+        f"churn ({r['redis']} Redis): {fmt(r['clients'])} clients over {fmt(r['tasks'])} tasks for "
+        f"{fmt(r['seconds'], 1)} s, each open = connect, snapshot, close",
+        f"  opens {fmt(r['opens'])}  opens/s {fmt(r['opens_per_s'])}  open->snapshot p50/p99 "
+        f"{fmt(r['open_p50_ms'], 1)} / {fmt(r['open_p99_ms'], 1)} ms  failed {fmt(r['failed_opens'])}",
+        f"  relay A CPU {fmt(r['instance_cpu_pct'], 1)}% = {fmt(r['instance_us_per_open'])} us/open;"
+        f"  redis CPU {fmt(r['redis_cpu_pct'], 1)}% = {fmt(r['redis_us_per_open'])} us/open ({per_node(r)})",
+        f"  redis {sub.upper()} / {unsub.upper()} commands {fmt(calls.get(sub, 0))} / {fmt(calls.get(unsub, 0))}"
+        f" ({fmt(calls.get(sub, 0) / max(1, r['opens']), 2)} / {fmt(calls.get(unsub, 0) / max(1, r['opens']), 2)}"
+        f" per open)",
+        f"  busiest load proc {fmt(r['load_busiest_pct'])}%  machine busy {fmt(r['machine_busy_pct'])}% of "
+        f"{cores * 100}%  not ours {fmt(r['others_pct'])}%",
+        f"  after: leftover subscriptions {len(r['leftover_subscriptions'])} ("
+        + (f"none after {fmt(r['clean_after_s'], 1)} s" if not r["leftover_subscriptions"]
+           else f"still there after {fmt(r['clean_after_s'], 1)} s")
+        + f")  relay_hub_channels {fmt(r['hub_channels_after'])}"
+        f"  relay_open_streams {fmt(r['open_streams_after'])}",
+    ]
 
 
 def verdicts(medians: dict[str, dict[str, Any]], cores: int) -> list[str]:
@@ -466,9 +663,26 @@ def verdicts(medians: dict[str, dict[str, Any]], cores: int) -> list[str]:
                 "CPUs, so the growth is small here; on a machine with a core per instance (and Redis "
                 "and the load tool elsewhere) the figure is what matters, the method is the same"
             )
-    lost = sum(r["final_state_lost"] + r["streams_not_ended"] + r["tasks_not_completed"] for r in medians.values())
-    out.append("delivery: every stream got its final state and was ended by the server" if lost == 0 else
-               f"delivery: PROBLEM: final states lost / streams not ended / tasks not completed: {lost}")
+    measured = [r for phase, r in medians.items() if phase != "churn"]
+    lost = sum(r["final_state_lost"] + r["streams_not_ended"] + r["tasks_not_completed"] for r in measured)
+    if measured:
+        out.append("delivery: every stream got its final state and was ended by the server" if lost == 0 else
+                   f"delivery: PROBLEM: final states lost / streams not ended / tasks not completed: {lost}")
+    churn = medians.get("churn")
+    if churn is not None:
+        where = ("PUBSUB SHARDCHANNELS relay:* empty on every node" if churn["redis"] == "cluster"
+                 else "PUBSUB CHANNELS relay:* only the control channel relay:events")
+        left = churn["leftover_subscriptions"]
+        out.append(
+            f"churn: {fmt(churn['opens'])} opens ({fmt(churn['opens_per_s'])}/s), "
+            f"{fmt(churn['instance_us_per_open'])} us relay CPU and {fmt(churn['redis_us_per_open'])} us Redis "
+            f"CPU per open; "
+            + (f"afterwards {where}" if not left else
+               f"PROBLEM: {len(left)} subscription(s) left after {fmt(churn['clean_after_s'], 1)} s: {left[:5]}")
+            + ("" if churn["redis"] == "cluster" or churn["control_channel"] else
+               "; PROBLEM: the control channel relay:events is not subscribed")
+            + ("" if not churn["failed_opens"] else f"; {fmt(churn['failed_opens'])} opens failed: {churn['errors']}")
+        )
     return out
 
 
@@ -487,7 +701,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bystander: seconds of no load at all before the callbacks, each instance's "
                         "own idle CPU for comparison (default: --seconds; 0 = skip)")
     p.add_argument("--runs", type=int, default=1, help="repeat every phase; the table shows medians (1)")
-    p.add_argument("--phases", default=",".join(PHASES), help="comma list of: " + ", ".join(PHASES))
+    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                   help=f"comma list of: {', '.join(PHASES)} (default {','.join(DEFAULT_PHASES)})")
+    p.add_argument("--redis", choices=("single", "cluster"), default="single",
+                   help="one redis-server, or a three-master Redis Cluster on loopback (single)")
+    p.add_argument("--churn-tasks", type=int, default=200, help="churn: tasks the clients cycle over (200)")
+    p.add_argument("--churn-clients", type=int, default=8, help="churn: concurrent open/close clients (8)")
+    p.add_argument("--churn-seconds", type=float, default=None, help="churn: length (default: --seconds)")
+    p.add_argument("--churn-max-opens", type=int, default=200_000,
+                   help="churn: stop after this many opens in all, even before --churn-seconds (200000)")
     p.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                    help="load processes (default: CPUs, at least 2; rounded up to a multiple of --instances)")
     p.add_argument("--output", type=Path, default=Path("/tmp/scaleout.json"), help="JSON figures (/tmp/scaleout.json)")
@@ -508,12 +730,21 @@ def config_from(args: argparse.Namespace) -> Config:
         raise SystemExit("--senders must not exceed --streams (each sender owns its own tasks)")
     workers = math.ceil(max(1, args.workers) / args.instances) * args.instances
     baseline = args.seconds if args.baseline is None else max(0.0, min(600.0, args.baseline))
+    churn_seconds = args.seconds if args.churn_seconds is None else args.churn_seconds
+    if not 0 < churn_seconds <= 600 or not 1 <= args.churn_clients <= 256 or args.churn_tasks < 1 \
+            or args.churn_max_opens < 1:
+        raise SystemExit("--churn-seconds in (0, 600], --churn-clients in [1, 256], "
+                         "--churn-tasks and --churn-max-opens at least 1")
     return Config(
         streams=args.streams, senders=args.senders, seconds=args.seconds, instances=args.instances,
         runs=args.runs, workers=workers, phases=phases,
         baseline=baseline,
         phase_budget=120.0 + 2 * args.seconds + baseline + args.streams / 20,
         relay_env=dict(item.split("=", 1) for item in args.relay_env),
+        redis=args.redis,
+        churn_tasks=args.churn_tasks, churn_clients=args.churn_clients, churn_seconds=churn_seconds,
+        churn_max_opens=args.churn_max_opens,
+        churn_budget=120.0 + 2 * churn_seconds + args.churn_tasks / 20,
     )
 
 
@@ -525,24 +756,26 @@ async def main_async(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="relay-scaleout-"))
     print(f"scaleout: {cfg.streams} streams, {cfg.senders} senders, {cfg.seconds:g} s, "
           f"{cfg.instances} instances, {cfg.runs} run(s), {cfg.workers} load workers, "
-          f"phases {','.join(cfg.phases)}; logs in {workdir}", flush=True)
+          f"phases {','.join(cfg.phases)}, {cfg.redis} Redis; logs in {workdir}", flush=True)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     if main_task is not None:
         loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
 
-    target = RelayTarget(workdir, nofile, extra_env=cfg.relay_env)
+    target = RelayTarget(workdir, nofile, extra_env=cfg.relay_env, redis=cfg.redis)
     pool = Pool(cfg.workers)
     results: list[dict[str, Any]] = []
     interrupted = False
     try:
         await pool.start()
         await target.start_backends()
+        print(f"scaleout: RELAY_REDIS_URL={target.redis_url}", flush=True)
         for run in range(cfg.runs):
             for phase in cfg.phases:
                 t0 = time.monotonic()
                 try:
-                    result = await asyncio.wait_for(run_phase(phase, target, pool, cfg), cfg.phase_budget)
+                    budget = cfg.churn_budget if phase == "churn" else cfg.phase_budget
+                    result = await asyncio.wait_for(run_phase(phase, target, pool, cfg), budget)
                 except (Exception, TimeoutError) as exc:
                     traceback.print_exc()
                     result = {"phase": phase, "failed": f"{type(exc).__name__}: {exc}"[:500]}
@@ -550,6 +783,11 @@ async def main_async(args: argparse.Namespace) -> int:
                 results.append(result)
                 if "failed" in result:
                     print(f"  run {run + 1} {phase:9} FAILED: {result['failed']}", flush=True)
+                elif phase == "churn":
+                    print(f"  run {run + 1} {phase:9} {result['opens_per_s']:,.0f} opens/s; "
+                          f"{result['instance_us_per_open']:,.0f} us relay CPU, {result['redis_us_per_open']:,.0f} us "
+                          f"Redis CPU per open; leftover subscriptions {len(result['leftover_subscriptions'])}"
+                          f"  [{time.monotonic() - t0:.0f}s]", flush=True)
                 else:
                     cpus = ", ".join(f"{k} {v['cpu_pct']:.2f}% ({v['hub_messages_delta']:.0f} msgs)"
                                      for k, v in result["per_instance"].items())

@@ -163,7 +163,8 @@ def check_gc(fail: Callable[[str], None]) -> None:
 
 
 def check_scaleout(fail: Callable[[str], None]) -> None:
-    """bench.scaleout: the hub figures read from /metrics, the spread placement, medians."""
+    """bench.scaleout: the hub figures read from /metrics, the spread placement, medians, the
+    churn phase's leftover subscriptions."""
     from bench import scaleout
 
     text = ("# HELP relay_hub_messages_total x\n# TYPE relay_hub_messages_total counter\n"
@@ -183,6 +184,17 @@ def check_scaleout(fail: Callable[[str], None]) -> None:
                               {"a": 2, "b": {"c": 2.0}, "p": "x"}])
     if got != {"a": 2, "b": {"c": 2.0}, "p": "x"}:
         fail(f"scaleout: medians {got}")
+    found = {"1": {"channels": ["relay:events"], "shardchannels": []},
+             "2": {"channels": ["relay:events", "relay:events:t1"], "shardchannels": ["relay:{s3.1}:events:t2"]}}
+    if scaleout.leftover("single", found) != ["2: relay:events:t1", "2: relay:{s3.1}:events:t2"]:
+        fail(f"scaleout: leftover (single) {scaleout.leftover('single', found)}")
+    if scaleout.leftover("cluster", found) != ["2: relay:{s3.1}:events:t2"]:
+        fail(f"scaleout: leftover (cluster) {scaleout.leftover('cluster', found)}")
+    from bench import servers
+
+    info = servers.info_fields("# Cluster\r\ncluster_state:ok\r\ncluster_slots_ok:16384\r\n")
+    if info != {"cluster_state": "ok", "cluster_slots_ok": "16384"}:
+        fail(f"scaleout: info fields {info}")
 
 
 def run() -> int:

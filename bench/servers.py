@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import shutil
@@ -21,6 +22,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
 HOST = "127.0.0.1"
 PR_SET_PDEATHSIG = 1
@@ -219,3 +224,125 @@ def command_version(args: list[str]) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "?"
+
+
+# --- Redis Cluster -------------------------------------------------------------------------
+
+CLUSTER_CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis-cluster.conf"
+CLUSTER_SLOTS = 16384
+
+
+async def redis_command(port: int, *args: str, within: float = 5.0) -> Any:
+    """One command to the Redis on `port`, its reply as Redis sent it (strings, not
+    redis-py's parsed forms), bounded in time. An error reply raises ResponseError."""
+    client = aioredis.Redis(host=HOST, port=port, socket_timeout=within, socket_connect_timeout=within,
+                            decode_responses=True)
+    try:
+        async def run() -> Any:
+            connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                await connection.send_command(*args)
+                return await connection.read_response()
+            finally:
+                await client.connection_pool.release(connection)
+
+        return await asyncio.wait_for(run(), within)
+    finally:
+        await client.aclose()
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (bounded attempts)."""
+    ports: list[int] = []
+    for _ in range(count * 20):
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"could not find {count} distinct free ports")
+
+
+def info_fields(text: str) -> dict[str, str]:
+    """`name:value` lines of INFO / CLUSTER INFO."""
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
+def cluster_url(ports: list[int]) -> str:
+    return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in ports)
+
+
+async def start_redis_cluster(workdir: Path, started: list[Managed], masters: int = 3,
+                              within: float = 60.0) -> list[int]:
+    """A Redis Cluster of `masters` masters on loopback, no replicas (as tests/cluster.py
+    starts one): each node is `redis-server deploy/redis-cluster.conf` plus loopback
+    overrides, in its own directory with its own bus port; then `redis-cli --cluster create`
+    and a bounded wait for cluster_state:ok on every node. Each node is appended to `started`
+    as soon as it runs, so the caller's stop path stops it whatever fails later. Returns the
+    nodes' ports."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        raise RuntimeError("redis-server and redis-cli are needed for --redis cluster")
+    if not CLUSTER_CONF.exists():
+        raise RuntimeError(f"{CLUSTER_CONF} is missing")
+    ports = free_ports(2 * masters)
+    # The bus normally listens on port + 10000, which may be taken: a free one each.
+    ports, bus_ports = ports[:masters], ports[masters:]
+    for i, (port, bus) in enumerate(zip(ports, bus_ports, strict=True)):
+        folder = workdir / f"node{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            binary, str(CLUSTER_CONF), "--port", str(port), "--bind", HOST, "--dir", str(folder),
+            "--cluster-port", str(bus), "--save", "", "--daemonize", "no", "--loglevel", "warning",
+            "--logfile", str(folder / "redis.log"),
+        ]
+        # Its own log is the logfile; anything before it opens (a bad argument) lands there too.
+        node = Managed(f"redis cluster node {i}", args, folder / "redis.log")
+        started.append(node.start())
+    for node, port in zip(started[-masters:], ports, strict=True):
+        await node.wait_ready(functools.partial(_redis_pong, port), within=15)
+    create = await asyncio.create_subprocess_exec(
+        cli, "--cluster", "create", *(f"{HOST}:{p}" for p in ports), "--cluster-replicas", "0",
+        "--cluster-yes", stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(create.communicate(), within)
+    except TimeoutError:
+        create.kill()
+        await create.wait()
+        raise RuntimeError(f"redis-cli --cluster create did not finish within {within:.0f}s") from None
+    (workdir / "cluster-create.log").write_bytes(output)
+    if create.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster create failed ({create.returncode}): "
+                           f"{output.decode(errors='replace')[-500:]}")
+    await wait_cluster_ok(ports, within)
+    return ports
+
+
+async def cluster_ok(ports: list[int]) -> bool:
+    """Every node: cluster_state:ok, every slot assigned and ok, every node known."""
+    for port in ports:
+        info = info_fields(await redis_command(port, "CLUSTER", "INFO", within=2))
+        if (info.get("cluster_state") != "ok"
+                or info.get("cluster_slots_assigned") != str(CLUSTER_SLOTS)
+                or info.get("cluster_slots_ok") != str(CLUSTER_SLOTS)
+                or info.get("cluster_known_nodes") != str(len(ports))):
+            return False
+    return True
+
+
+async def wait_cluster_ok(ports: list[int], within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    for _ in range(int(within / 0.1) + 1):
+        with contextlib.suppress(OSError, TimeoutError, RedisError):
+            if await cluster_ok(ports):
+                return
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the Redis Cluster on ports {ports} was not ok within {within:.0f}s")
+
+
+async def _redis_pong(port: int) -> bool:
+    return bool(await redis_command(port, "PING", within=1) == "PONG")

@@ -30,16 +30,19 @@ from bench.payloads import update_body, update_headers
 from bench.servers import (
     HOST,
     Managed,
+    cluster_url,
     free_port,
     http_ok,
     nginx_server,
     peer_process,
     redis_server,
     relay_process,
+    start_redis_cluster,
 )
 
 SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuv"
 CREATE_ATTEMPTS = 6
+REDIS_MODES = ("single", "cluster")
 _run_ids = itertools.count(1)
 
 
@@ -125,11 +128,19 @@ class RelayTarget(Target):
     gc_source = "relay_gc_pause_seconds at /metrics"
 
     def __init__(self, workdir: Path, nofile: int, create_concurrency: int = 32,
-                 extra_env: dict[str, str] | None = None, workers: int = 1):
+                 extra_env: dict[str, str] | None = None, workers: int = 1, redis: str = "single"):
         super().__init__(workdir, nofile, create_concurrency)
+        if redis not in REDIS_MODES:
+            raise ValueError(f"redis must be one of {REDIS_MODES}, not {redis!r}")
         self.extra_env = extra_env or {}
         self.sim_port = 0
         self.redis_port = 0
+        # "single": one redis-server (self.redis); "cluster": a three-master Redis Cluster
+        # (bench/servers.py start_redis_cluster), self.redis None. Either way every node is
+        # in redis_nodes, its port at the same index in redis_ports.
+        self.redis_mode = redis
+        self.redis_nodes: list[Managed] = []
+        self.redis_ports: list[int] = []
         self.instances: list[Managed] = []  # add_instance(): more `relay serve`s on one Redis
         self.workers = max(1, workers)
         self.processes = self.workers
@@ -144,11 +155,15 @@ class RelayTarget(Target):
             await self.server.wait_ready(self._all_workers_up, within=60)
 
     async def start_backends(self, *, wait_sim: bool = True) -> None:
-        """redis-server and `relay kie-sim`, without any `relay serve` (start() adds one;
-        bench/scaleout.py adds several with add_instance())."""
-        self.redis, self.redis_port = redis_server(self.workdir / "redis")
-        self.redis.start()
-        await self.redis.wait_ready(lambda: _redis_ping(self.redis_port))
+        """Redis (one redis-server, or a Redis Cluster) and `relay kie-sim`, without any
+        `relay serve` (start() adds one; bench/scaleout.py adds several with add_instance())."""
+        if self.redis_mode == "cluster":
+            self.redis_ports = await start_redis_cluster(self.workdir / "redis-cluster", self.redis_nodes)
+        else:
+            self.redis, self.redis_port = redis_server(self.workdir / "redis")
+            self.redis_nodes.append(self.redis.start())
+            self.redis_ports = [self.redis_port]
+            await self.redis.wait_ready(lambda: _redis_ping(self.redis_port))
         self.sim_port = free_port()
         sim = relay_process(
             "relay kie-sim",
@@ -162,10 +177,17 @@ class RelayTarget(Target):
         if wait_sim:
             await sim.wait_ready(lambda: http_ok(self.sim_port, "/sim/config"))
 
+    @property
+    def redis_url(self) -> str:
+        """RELAY_REDIS_URL of every `relay serve`: the redis-server or the cluster's nodes."""
+        if self.redis_mode == "cluster":
+            return cluster_url(self.redis_ports)
+        return f"redis://{HOST}:{self.redis_port}/0"
+
     def serve_env(self, port: int) -> dict[str, str]:
         """The environment of a `relay serve` listening on `port`."""
         return {
-            "RELAY_REDIS_URL": f"redis://{HOST}:{self.redis_port}/0",
+            "RELAY_REDIS_URL": self.redis_url,
             "RELAY_PROVIDER": "sim",
             "KIE_BASE_URL": f"http://{HOST}:{self.sim_port}",
             "KIE_API_KEY": "sim-key",
@@ -213,6 +235,14 @@ class RelayTarget(Target):
         for proc in list(self.instances):
             await self.stop_instance(proc)
         await super().stop()
+        for node in self.redis_nodes:  # the cluster's (the single server is stopped already)
+            await node.stop()
+
+    def check_alive(self) -> None:
+        super().check_alive()
+        for node in self.redis_nodes:
+            if not node.alive():
+                raise RuntimeError(f"{node.name} died; log {node.log_path}:\n{node.log_tail()}")
 
     async def _all_workers_up(self) -> bool:
         async def who() -> tuple[str, dict[str, gcstats.Hist]]:
@@ -229,6 +259,8 @@ class RelayTarget(Target):
 
     def groups(self) -> dict[str, list[int]]:
         out = super().groups()
+        if self.redis is None and self.redis_nodes:  # a cluster: its nodes together
+            out["redis"] = [node.pid for node in self.redis_nodes if node.alive()]
         if "sim" in out:
             out["KIE sim"] = out.pop("sim")
         return out

@@ -15,6 +15,8 @@ Commands (`{"cmd": ..., ...}` -> a JSON reply):
   close    sids|null -> closes client-side
   stats    reset -> own CPU seconds, event-loop lag, open streams
   ingest   kind, items [[key, path]], senders, duration, timeout -> acks and latencies
+  churn    port, paths, clients, duration, max_opens, timeout -> each client opens a stream,
+           waits for its first `task` event (the snapshot), closes it, again: opens and latencies
   quit
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import resource
 import sys
@@ -236,13 +239,7 @@ class Worker:
         started = time.monotonic()
 
         async def open_one(sid: int, key: str, path: str, last_id: str | None) -> None:
-            lines = [
-                f"GET {path} HTTP/1.1", f"Host: {host_header}", "Accept: text/event-stream",
-                "Cache-Control: no-cache",
-            ]
-            if last_id is not None:
-                lines.append(f"Last-Event-ID: {last_id}")
-            request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+            request = stream_request(host_header, path, last_id)
             async with sem:
                 stream = Stream(self, sid, key, request, ready_on_event)
                 self.streams[sid] = stream
@@ -391,6 +388,66 @@ class Worker:
             "seconds": time.monotonic() - started,
         }
 
+    async def cmd_churn(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """`clients` loops, each over its share of `paths` (client i: paths i, i+K, ...):
+        open a stream (the `open` command's Stream), wait for its first `task` event (the
+        snapshot, so the server's subscription was confirmed), close the connection, next.
+        For `duration` seconds and at most `max_opens` opens in all; every open bounded by
+        `timeout`. These streams are not kept (collect/close/await do not see them)."""
+        loop = asyncio.get_running_loop()
+        port = int(msg["port"])
+        paths: list[str] = msg["paths"]
+        clients = max(1, int(msg["clients"]))
+        duration = float(msg["duration"])
+        timeout = float(msg.get("timeout", 10))
+        budget = max(0, int(msg["max_opens"]))
+        host_header = f"{HOST}:{port}"
+        latencies: list[float] = []
+        statuses: Counter[int] = Counter()
+        errors: Counter[str] = Counter()
+        sids = itertools.count(-1, -1)  # never an `open` stream's id
+        started = time.monotonic()
+        stop_at = started + duration
+
+        async def once(path: str) -> None:
+            stream = Stream(self, next(sids), path, stream_request(host_header, path, None), True)
+            t0 = time.monotonic()
+            try:
+                await asyncio.wait_for(loop.create_connection(lambda: stream, HOST, port), timeout)
+                if stream.ready is not None:
+                    await asyncio.wait_for(asyncio.shield(stream.ready), timeout)
+                statuses[stream.status] += 1
+                if stream.status != 200 or not stream.events:
+                    raise ConnectionRefusedError(f"HTTP {stream.status}")
+                latencies.append(time.monotonic() - t0)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                errors[type(exc).__name__ + (f": {exc}" if str(exc) else "")] += 1
+                await asyncio.sleep(0.01)  # no hot loop against a refusing server
+            finally:
+                stream.ready = None
+                stream.close()
+
+        async def client(index: int) -> None:
+            nonlocal budget
+            mine = paths[index::clients]
+            turn = 0
+            while mine and budget > 0 and time.monotonic() < stop_at:
+                budget -= 1
+                await once(mine[turn % len(mine)])
+                turn += 1
+
+        await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(clients))), duration + 2 * timeout + 10)
+        seconds = time.monotonic() - started
+        await asyncio.sleep(0.1)  # let the last closes reach the sockets
+        return {
+            "opens": len(latencies),
+            "latencies": latencies,
+            "statuses": {str(k): v for k, v in statuses.items()},
+            "errors": dict(errors.most_common(5)),
+            "failed": sum(errors.values()),
+            "seconds": seconds,
+        }
+
     async def lag_monitor(self) -> None:
         while True:
             before = time.monotonic()
@@ -406,6 +463,7 @@ class Worker:
         handlers = {
             "open": self.cmd_open, "await": self.cmd_await, "collect": self.cmd_collect,
             "close": self.cmd_close, "stats": self.cmd_stats, "ingest": self.cmd_ingest,
+            "churn": self.cmd_churn,
         }
         try:
             while True:
@@ -425,6 +483,17 @@ class Worker:
             monitor.cancel()
             for stream in self.streams.values():
                 stream.close()
+
+
+def stream_request(host_header: str, path: str, last_id: str | None) -> bytes:
+    """The GET that opens an SSE stream on `path`."""
+    lines = [
+        f"GET {path} HTTP/1.1", f"Host: {host_header}", "Accept: text/event-stream",
+        "Cache-Control: no-cache",
+    ]
+    if last_id is not None:
+        lines.append(f"Last-Event-ID: {last_id}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def main() -> None:
