@@ -286,3 +286,14 @@ async def test_a_master_killed_fails_over_to_its_replica_and_streams_follow(
         assert f"channel of {ids[0]} now on 127.0.0.1:{new_master}" in relay.log_text()
     finally:
         cluster.stop()
+
+
+def test_cluster_urls_name_their_nodes_and_password() -> None:
+    client = command_client("redis+cluster://:s%40cret@127.0.0.1:7000,[::1]:7001", max_connections=4)
+    assert isinstance(client, ClusterClient)
+    nodes = {(n.host, int(n.port)) for n in client.startup_nodes}
+    assert nodes == {("127.0.0.1", 7000), ("::1", 7001)}
+    assert client.connection_kwargs["password"] == "s@cret"
+    for bad in ("redis+cluster://127.0.0.1:7000/2", "redis+cluster://127.0.0.1", "redis+cluster://:x@h:p"):
+        with pytest.raises(ValueError):
+            command_client(bad, max_connections=4)
