@@ -30,12 +30,10 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from relay import keys, metrics
-from relay.backends.redis import channels
+from relay.backends.channel_hub import ChannelHub, text
 from relay.backends.redis_clients import HANDSHAKE
-from relay.backends.redis_hub import SUBSCRIBE_WITHIN, text
 from relay.errors import StoreUnavailable
-from relay.fanout import OWNER_PREFIX, LocalFanout, Subscription, TaskEvent
-from relay.models import Task
+from relay.fanout import OWNER_PREFIX
 
 log = logging.getLogger("relay.redis")
 
@@ -163,21 +161,15 @@ class _Link:
         await self.client.aclose()
 
 
-class ClusterHub:
+class ClusterHub(ChannelHub):
     def __init__(self, cluster: RedisCluster, keyspace: keys.Keyspace, *, password: str | None = None):
+        super().__init__(keyspace)
         self._cluster = cluster
-        self._ks = keyspace
         self._password = password
-        self.fanout = LocalFanout(on_first=self._watch, on_last=self._unwatch)
         self._links: dict[str, _Link] = {}
         self._where: dict[str, _Link] = {}  # each watched channel's link
         self._names: dict[str, str] = {}  # each watched channel's fanout name
-        # Channels whose SSUBSCRIBE is not confirmed yet: every stream waiting on one.
-        self._pending: dict[str, asyncio.Future[None]] = {}
-        self._drop: set[str] = set()  # nobody watches them any more: SUNSUBSCRIBE soon
-        self._dropping = asyncio.Event()
         self._remap = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         # The slot map, so that channels can be placed; a cluster that is down now is read
@@ -189,42 +181,41 @@ class ClusterHub:
             asyncio.create_task(self._remapper(), name="relay-hub-remapper"),
         ]
 
-    async def publish(self, task: Task) -> None:
-        data = TaskEvent.of(task).encode()
-        try:
-            for channel in channels(task, self._ks):
-                await self._cluster.spublish(channel, data)
-        except RedisError as exc:
-            raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
-
-    def resync_all(self) -> None:
-        self.fanout.resync_all()
-
-    async def subscribe(self, task_ids: Iterable[str]) -> Subscription:
-        sub = self.fanout.add(task_ids)  # calls _watch for names nobody here watched yet
-        try:
-            for link in list(self._links.values()):
-                if link.unsent:
-                    await link.send()
-            waits = {
-                self._pending[c]
-                for name in sub.task_ids
-                for c in self._channels_of(name)
-                if c in self._pending
-            }
-            if waits:
-                async with asyncio.timeout(SUBSCRIBE_WITHIN):
-                    await asyncio.gather(*(asyncio.shield(w) for w in waits))
-        except TimeoutError:
-            sub.close()
-            raise StoreUnavailable("Redis did not confirm the stream's subscription in time") from None
-        except BaseException:
-            sub.close()
-            raise
-        return sub
-
     def _channels_of(self, name: str) -> list[str]:
         return self._ks.watch_channels(name, owner=name.startswith(OWNER_PREFIX))
+
+    def _watch(self, name: str) -> None:
+        for channel in self._channels_of(name):
+            self._names[channel] = name
+        super()._watch(name)
+
+    def _want(self, channel: str) -> None:
+        link = self._link_for(channel)
+        if link is None:
+            self._remap.set()  # placed once the slot map is known
+            return
+        self._where[channel] = link
+        link.want(channel)
+
+    def _subscribed(self, channel: str) -> bool:
+        return channel in self._where
+
+    async def _send(self) -> None:
+        for link in list(self._links.values()):
+            await link.send()
+
+    async def _unsubscribe(self, gone: list[str]) -> None:
+        per_link: defaultdict[_Link, list[str]] = defaultdict(list)
+        for channel in gone:
+            self._names.pop(channel, None)
+            link = self._where.pop(channel, None)
+            if link is not None:
+                per_link[link].append(channel)
+        for link, channels_gone in per_link.items():
+            await link.drop(channels_gone)
+
+    async def _publish(self, channel: str, data: bytes) -> None:
+        await self._cluster.spublish(channel, data)
 
     def _link_for(self, channel: str) -> _Link | None:
         try:
@@ -237,48 +228,6 @@ class ClusterHub:
         if link is None:
             link = self._links[node.name] = _Link(self, node.name, node.host, int(node.port), self._password)
         return link
-
-    def _place(self, channel: str) -> None:
-        link = self._link_for(channel)
-        if link is None:
-            self._remap.set()  # placed once the slot map is known
-            return
-        self._where[channel] = link
-        link.want(channel)
-
-    def _watch(self, name: str) -> None:
-        for channel in self._channels_of(name):
-            self._drop.discard(channel)
-            self._names[channel] = name
-            if channel in self._where or channel in self._pending:
-                continue
-            self._pending[channel] = asyncio.get_running_loop().create_future()
-            self._place(channel)
-
-    def _unwatch(self, name: str) -> None:
-        for channel in self._channels_of(name):
-            waiting = self._pending.pop(channel, None)
-            if waiting is not None:
-                waiting.cancel()
-            self._drop.add(channel)
-        self._dropping.set()
-
-    async def _unsubscriber(self) -> None:
-        """Drops channels nobody watches any more, in batches per link."""
-        while True:
-            await self._dropping.wait()
-            self._dropping.clear()
-            await asyncio.sleep(0.05)
-            drop = [c for c in self._drop if c not in self._pending]
-            self._drop.difference_update(drop)
-            per_link: defaultdict[_Link, list[str]] = defaultdict(list)
-            for channel in drop:
-                self._names.pop(channel, None)
-                link = self._where.pop(channel, None)
-                if link is not None:
-                    per_link[link].append(channel)
-            for link, gone in per_link.items():
-                await link.drop(gone)
 
     def topology_changed(self) -> None:
         self._remap.set()
@@ -318,15 +267,11 @@ class ClusterHub:
                     self._where[channel] = target
                     target.want(channel)
                     log.info("channel of %s now on %s", name, target.name)
-            for link in list(self._links.values()):
-                await link.send()
+            await self._send()
             await asyncio.sleep(0.2)  # a failing node would otherwise re-read the map in a loop
 
     def confirmed(self, channel: str) -> None:
-        waiting = self._pending.pop(channel, None)
-        if waiting is not None:
-            if not waiting.done():
-                waiting.set_result(None)
+        if self._confirm(channel):
             return
         # Confirmed again with nobody asking: changes published while this channel was
         # not subscribed are lost, so its streams re-read their snapshots.
@@ -335,12 +280,7 @@ class ClusterHub:
             self.fanout.resync(name)
 
     def dispatch(self, raw: bytes) -> None:
-        try:
-            event = TaskEvent.decode(raw)
-        except ValueError:
-            log.error("ignoring malformed hub message (%d bytes)", len(raw))
-            return
-        self.fanout.dispatch(event)
+        self._dispatch(raw)
 
     async def ping(self) -> None:
         # The nodes themselves are the store's to check (its ping); here only the links.
@@ -349,12 +289,6 @@ class ClusterHub:
             raise StoreUnavailable(f"the Redis pub/sub link to {', '.join(down)} is down")
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for waiting in self._pending.values():
-            waiting.cancel()
+        await self._stop()
         for link in self._links.values():
             await link.aclose()
