@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
@@ -47,8 +48,15 @@ def by_slot(channel_names: Iterable[str]) -> list[list[str]]:
 
 
 class _ShardPubSub(PubSub):
-    """redis-py re-subscribes a pub/sub connection by itself when it reconnects, all shard
-    channels in one SSUBSCRIBE, which Redis refuses once they span slots: one per slot."""
+    """A link's pub/sub connection. redis-py re-subscribes a connection by itself when it
+    reconnects, from its own record of the channels (which an unsubscribe crossing a
+    re-subscribe of the same channel leaves wrong) and in one SSUBSCRIBE, which Redis
+    refuses once the channels span slots. Here it subscribes what the link wants, one
+    command per slot."""
+
+    def __init__(self, link: _Link):
+        super().__init__(connection_pool=link.client.connection_pool)
+        self.link = link
 
     @property
     def subscribed(self) -> bool:
@@ -57,8 +65,11 @@ class _ShardPubSub(PubSub):
         # next SSUBSCRIBE's confirmation was lost that way once a link's last channel went).
         return True
 
-    async def _resubscribe_shard_channels(self) -> None:
-        for group in by_slot(text(c) for c in self.shard_channels):
+    async def on_connect(self, connection: Connection) -> None:
+        # Called on a reconnect (not the first connect: `_Link._run` subscribes then).
+        self.pending_unsubscribe_shard_channels.clear()
+        self.link.leaving.clear()  # a new connection: no unsubscribe of ours is pending
+        for group in by_slot(self.link.channels):
             await self.ssubscribe(*group)
 
 
@@ -74,6 +85,9 @@ class _Link:
         )
         self.channels: set[str] = set()  # what should be subscribed here
         self.unsent: set[str] = set()  # of those, not sent yet on the current connection
+        # SUNSUBSCRIBEs sent on this connection and not confirmed yet, by channel: any other
+        # SUNSUBSCRIBE Redis sends is its own (the slot moved away).
+        self.leaving: Counter[str] = Counter()
         self.pubsub: PubSub | None = None
         self.up = True  # no connection failure since the last successful subscribe
         self.wake = asyncio.Event()
@@ -105,6 +119,7 @@ class _Link:
         if gone and pubsub is not None:
             try:
                 for group in by_slot(gone):
+                    self.leaving.update(group)
                     await pubsub.sunsubscribe(*group)
             except Exception as exc:  # a reconnect subscribes only what is wanted
                 log.debug("SUNSUBSCRIBE on %s not sent (%s)", self.name, exc)
@@ -115,9 +130,10 @@ class _Link:
             while not self.channels:
                 await self.wake.wait()
                 self.wake.clear()
-            pubsub = _ShardPubSub(connection_pool=self.client.connection_pool)
+            pubsub = _ShardPubSub(self)
             try:
                 self.unsent.clear()
+                self.leaving.clear()
                 for group in by_slot(self.channels):
                     await pubsub.ssubscribe(*group)
                 self.pubsub = pubsub
@@ -138,9 +154,8 @@ class _Link:
                         self.hub.dispatch(message["data"])
                     elif kind == "ssubscribe":
                         self.hub.confirmed(text(message["channel"]))
-                    elif kind == "sunsubscribe" and text(message["channel"]) in self.channels:
-                        # Not asked for: Redis moved the channel's slot to another node.
-                        self.hub.moved(self, text(message["channel"]))
+                    elif kind == "sunsubscribe":
+                        self._left(text(message["channel"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -153,6 +168,15 @@ class _Link:
                 self.pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _left(self, channel: str) -> None:
+        if self.leaving[channel] > 0:
+            self.leaving[channel] -= 1  # ours
+            if not self.leaving[channel]:
+                del self.leaving[channel]
+        elif channel in self.channels:
+            # Not asked for: Redis moved the channel's slot to another node.
+            self.hub.moved(self, channel)
 
     async def aclose(self) -> None:
         self.task.cancel()
