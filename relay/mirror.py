@@ -45,6 +45,7 @@ COPY_LEASE = 15.0
 # Ids kept for the reconciler's later pass; beyond this the oldest are dropped (and
 # logged), so a long storage outage cannot grow memory without bound.
 MAX_PENDING = 10_000
+METADATA_WRITERS = 4
 COPY, METADATA = "copy", "metadata"
 
 # KIE's download links live 20 minutes; one older than this is renewed before use.
@@ -101,6 +102,11 @@ class Mirror:
         self._pending: dict[str, set[str]] = {}
         self._meta_dirty: set[str] = set()
         self._meta_writers: dict[str, asyncio.Task[None]] = {}
+        # Metadata copies are bookkeeping for recovery: a few at a time, so that a burst of
+        # completions is not slowed by its own copies (unbounded, 2,000 completions at once
+        # took the completed event's p50 from ~11 to ~21 ms in the per-task bench); the
+        # copies catch up after the burst.
+        self._meta_slots = asyncio.Semaphore(METADATA_WRITERS)
         # The newest terminal version this instance wrote, so the writer need not read it
         # back from the store (a round trip per finished task).
         self._meta_latest: dict[str, Task] = {}
@@ -306,8 +312,9 @@ class Mirror:
     async def _metadata_writer(self, task_id: str) -> None:
         try:
             while task_id in self._meta_dirty:
-                self._meta_dirty.discard(task_id)
-                await self._write_metadata(task_id, attempts=self.attempts)
+                async with self._meta_slots:
+                    self._meta_dirty.discard(task_id)
+                    await self._write_metadata(task_id, attempts=self.attempts)
         finally:
             self._meta_writers.pop(task_id, None)
             self._meta_latest.pop(task_id, None)

@@ -26,7 +26,7 @@ from relay.backends.s3 import S3Storage
 from relay.background import Supervisor
 from relay.downloader import Downloader
 from relay.ingest import Ingestor
-from relay.mirror import Mirror
+from relay.mirror import METADATA_WRITERS, Mirror
 from relay.models import Mode, ProviderReport, ProviderState, Status, Task, utcnow
 from relay.settings import Settings
 from relay.sim.png import gradient_png
@@ -360,3 +360,32 @@ async def test_failed_task_metadata(files: FileStorage, origin: Origin) -> None:
         await rig.ingestor.report(ProviderReport("task-failed", ProviderState.FAILED, "jobs"))
         meta = await rig.metadata("task-failed")
         assert meta["status"] == "failed" and meta["taskId"] == "task-failed"
+
+
+class CountingStorage(FileStorage):
+    """A real FileStorage that records how many puts are in flight at once."""
+
+    def __init__(self, root: Path):
+        super().__init__(root, base_url="http://relay.test/files")
+        self.in_flight = 0
+        self.most = 0
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)  # a slow disk or object store: the writes overlap
+            return await super().put(key, data, content_type)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_burst_of_completions_writes_its_metadata_a_few_at_a_time(tmp_path: Path, origin: Origin) -> None:
+    storage = CountingStorage(tmp_path / "files")
+    await storage.start()
+    async with make_rig(storage, origin, mirror=False) as rig:
+        ids = [f"burst-{i:02d}" for i in range(40)]
+        await asyncio.gather(*(succeed(rig, t, origin.url("/a.png")) for t in ids))
+        for t in ids:
+            assert (await rig.metadata(t))["status"] == "completed"
+    assert storage.most == METADATA_WRITERS, storage.most
