@@ -77,8 +77,9 @@ if KEYS[5] ~= KEYS[4] then redis.call('$PUBLISH', KEYS[5], ARGV[8]) end
 local K = 5
 """ + _ENQUEUE + "return 1"
 
-# KEYS: task, open, channel, owner channel or the task's again (+ outbox). ARGV: expected_version,
-# version, record, ttl_ms, updated_ms, task_id, terminal, event (+ now_ms, messages)
+# KEYS: task, open, channel, owner channel or the task's again (+ outbox). ARGV:
+# expected_version, version, record, ttl_ms, updated_ms, task_id, terminal, event (+ now_ms,
+# messages)
 _REPLACE = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'd', ARGV[3])
@@ -89,7 +90,6 @@ redis.call('$PUBLISH', KEYS[3], ARGV[8])
 if KEYS[4] ~= KEYS[3] then redis.call('$PUBLISH', KEYS[4], ARGV[8]) end
 local K = 4
 """ + _ENQUEUE + "return 1"
-
 
 
 def publish_command(keyspace: keys.Keyspace) -> str:
