@@ -22,7 +22,9 @@ DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis-cluster
 class RedisCluster:
     """`RedisCluster(workdir).start()`; `.url` for Relay, `.restart(i)` / `.kill(i)` for faults."""
 
-    def __init__(self, workdir: Path, masters: int = 3, *, replicas: int = 0, full_coverage: bool = True):
+    def __init__(
+        self, workdir: Path, masters: int = 3, *, replicas: int = 0, full_coverage: bool = True, password: str = ""
+    ):
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.workdir = workdir
@@ -30,6 +32,7 @@ class RedisCluster:
         self.replicas = replicas
         self.nodes = masters * (1 + replicas)  # redis-cli makes the first `masters` masters
         self.full_coverage = full_coverage
+        self.password = password  # requirepass (and masterauth) on every node when set
         self.ports = self._free_ports(2 * self.nodes)
         # The cluster bus normally listens on port + 10000, which may be taken or out of
         # range: give each node its own free bus port (`cluster-port`, Redis >= 7).
@@ -53,7 +56,8 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in self.ports)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"{HOST}:{p}" for p in self.ports)
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -71,7 +75,8 @@ class RedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is not installed: run `bash scripts/test.sh`")
-        create = [cli, "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports),
+        create = [cli, *(["-a", self.password, "--no-auth-warning"] if self.password else []),
+                  "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports),
                   "--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = subprocess.run(create, capture_output=True, timeout=60, check=False)
         if done.returncode != 0:
@@ -95,6 +100,7 @@ class RedisCluster:
             "--cluster-require-full-coverage", "yes" if self.full_coverage else "no",
             "--save", "", "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
             "--logfile", str(self.dirs[index] / "redis.log"),
+            *(["--requirepass", self.password, "--masterauth", self.password] if self.password else []),
         ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs[index] = proc
@@ -143,10 +149,10 @@ class RedisCluster:
 
     def client(self, port: int) -> redis.Redis:
         """A plain (non-cluster) client to one node."""
-        return redis.Redis(host=HOST, port=port, socket_timeout=5)
+        return redis.Redis(host=HOST, port=port, socket_timeout=5, password=self.password or None)
 
     def _ping(self, port: int) -> bool:
-        client = redis.Redis(host=HOST, port=port, socket_timeout=0.5)
+        client = redis.Redis(host=HOST, port=port, socket_timeout=0.5, password=self.password or None)
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -159,7 +165,7 @@ class RedisCluster:
             return str(c.execute_command("CLUSTER", "MYID").decode())
 
     def _slot_map(self, port: int) -> list[tuple[int, int, int]]:
-        with redis.Redis(host=HOST, port=port, socket_timeout=1) as c:
+        with self.client(port) as c:
             return sorted((start, end, owner) for (start, end), owner in self._slots(c).items())
 
     def healthy(self) -> bool:
@@ -169,7 +175,7 @@ class RedisCluster:
         for i, port in enumerate(self.ports):
             if self.procs[i] is None:
                 continue
-            with redis.Redis(host=HOST, port=port, socket_timeout=1) as c:
+            with self.client(port) as c:
                 info = c.cluster("INFO")
             if (info.get("cluster_state") != "ok"
                     or int(info.get("cluster_slots_assigned", 0)) != SLOTS

@@ -221,7 +221,34 @@ def test_cluster_urls_name_their_nodes_and_password() -> None:
     assert isinstance(client, ClusterClient)
     nodes = {(n.host, int(n.port)) for n in client.startup_nodes}
     assert nodes == {("127.0.0.1", 7000), ("::1", 7001)}
-    assert client.connection_kwargs["password"] == "s@cret"
+    assert client.connection_kwargs["password"] == "s@cret" and client.connection_kwargs["username"] is None
+    named = command_client("redis+cluster://relay:pw@127.0.0.1:7000", max_connections=4)
+    assert isinstance(named, ClusterClient)
+    assert (named.connection_kwargs["username"], named.connection_kwargs["password"]) == ("relay", "pw")
     for bad in ("redis+cluster://127.0.0.1:7000/2", "redis+cluster://127.0.0.1", "redis+cluster://:x@h:p"):
         with pytest.raises(ValueError):
             command_client(bad, max_connections=4)
+
+
+async def test_a_cluster_with_a_password(
+    start_relay: StartRelay, tmp_path: Path, sim: str, client: httpx.AsyncClient
+) -> None:
+    """`redis+cluster://:password@...`: the command client and every pub/sub link log in."""
+    cluster = RedisCluster(tmp_path / "cluster", password="cluster-s3cret").start()
+    try:
+        relay = start_relay(cluster.url, RELAY_MIRROR="off")
+        tasks = [await create(client, relay.url, f"locked {i}") for i in range(6)]
+        async with httpx.AsyncClient(timeout=20) as streams:
+            followers = [asyncio.create_task(follow(streams, t["eventsUrl"])) for t in tasks]
+
+            async def subscribed() -> bool:
+                return await metric(client, relay.url, "relay_hub_channels") == len(tasks)
+
+            await until(subscribed, timeout=10, what="a channel per stream")
+            for t in tasks:
+                (await client.post(f"{sim}/sim/tasks/{t['taskId']}/complete")).raise_for_status()
+            seen = await asyncio.wait_for(asyncio.gather(*followers), 20)
+        assert [s[-1]["status"] for s in seen] == ["completed"] * len(tasks)
+        assert "cluster-s3cret" not in relay.log_text()
+    finally:
+        cluster.stop()

@@ -76,11 +76,12 @@ class _ShardPubSub(PubSub):
 class _Link:
     """One node's pub/sub connection and the channels of the slots that node serves."""
 
-    def __init__(self, hub: ClusterHub, name: str, host: str, port: int, password: str | None):
+    def __init__(self, hub: ClusterHub, name: str, host: str, port: int, credentials: tuple[str | None, str | None]):
         self.hub = hub
         self.name = name
         self.client = aioredis.Redis(
-            host=host, port=port, password=password, socket_timeout=None, socket_connect_timeout=2,
+            host=host, port=port, username=credentials[0], password=credentials[1], socket_timeout=None,
+            socket_connect_timeout=2,
             health_check_interval=5, **HANDSHAKE,  # type: ignore[arg-type]
         )
         self.channels: set[str] = set()  # what should be subscribed here
@@ -186,10 +187,12 @@ class _Link:
 
 
 class ClusterHub(ChannelHub):
-    def __init__(self, cluster: RedisCluster, keyspace: keys.Keyspace, *, password: str | None = None):
+    def __init__(
+        self, cluster: RedisCluster, keyspace: keys.Keyspace, *, username: str | None = None, password: str | None = None
+    ):
         super().__init__(keyspace)
         self._cluster = cluster
-        self._password = password
+        self._credentials = (username, password)
         self._links: dict[str, _Link] = {}
         self._where: dict[str, _Link] = {}  # each watched channel's link
         self._names: dict[str, str] = {}  # each watched channel's fanout name
@@ -250,7 +253,7 @@ class ClusterHub(ChannelHub):
             return None
         link = self._links.get(node.name)
         if link is None:
-            link = self._links[node.name] = _Link(self, node.name, node.host, int(node.port), self._password)
+            link = self._links[node.name] = _Link(self, node.name, node.host, int(node.port), self._credentials)
         return link
 
     def topology_changed(self) -> None:

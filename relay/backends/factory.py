@@ -45,7 +45,7 @@ def open_backends(settings: Settings) -> Backends:
         return Backends(memory, memory, hub, outbox, MemoryShares(), MemoryLedger())
     from relay import keys
     from relay.backends import redis as redis_backend
-    from relay.backends.redis_clients import command_client, is_cluster, password
+    from relay.backends.redis_clients import command_client, is_cluster, password, username
     from relay.backends.redis_outbox import RedisOutbox
 
     client = command_client(settings.redis_url, max_connections=settings.redis_max_connections)
@@ -55,7 +55,9 @@ def open_backends(settings: Settings) -> Backends:
     if isinstance(client, RedisCluster):
         from relay.backends.cluster_hub import ClusterHub
 
-        redis_hub = ClusterHub(client, keyspace, password=password(settings.redis_url))
+        redis_hub = ClusterHub(
+            client, keyspace, username=username(settings.redis_url), password=password(settings.redis_url)
+        )
     else:
         from relay.backends.redis_hub import RedisHub
 

@@ -57,12 +57,18 @@ def password(url: str) -> str | None:
     return unquote(parts.password) if parts.password else None
 
 
+def username(url: str) -> str | None:
+    """An ACL user (`user:password@`); None for the default user."""
+    parts = urlsplit(url)
+    return unquote(parts.username) if parts.username else None
+
+
 def _cluster(url: str, **options: object) -> RedisCluster:
     parts = urlsplit(url)
     if parts.path.strip("/") not in ("", "0"):
         raise ValueError("RELAY_REDIS_URL: a Redis Cluster has only database 0")
     nodes = [ClusterNode(host, port) for host, port in _hosts(url, "cluster node")]
-    return RedisCluster(startup_nodes=nodes, password=password(url), **options)  # type: ignore[arg-type]
+    return RedisCluster(startup_nodes=nodes, username=username(url), password=password(url), **options)  # type: ignore[arg-type]
 
 
 def _sentinel(url: str) -> tuple[Sentinel, str, int, str | None]:
