@@ -19,6 +19,7 @@ import httpcore
 import httpx
 
 from relay.errors import Forbidden
+from relay.netstream import AsyncioBackend, PooledTransport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # host, port -> the addresses to try, in order
@@ -184,7 +185,7 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, policy: HostPolicy, resolver: Resolver):
         self.policy = policy
         self.resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -258,16 +259,8 @@ class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport (exception mapping, streaming) over a pool that uses the guarded
-    backend. httpx 0.28 takes no network backend argument, so the pool is replaced."""
+class GuardedTransport(PooledTransport):
+    """httpx's transport over a pool that connects through the guarded backend."""
 
     def __init__(self, backend: GuardedNetworkBackend, limits: httpx.Limits):
-        super().__init__(trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
+        super().__init__(backend, limits=limits, trust_env=False)
