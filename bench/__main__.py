@@ -208,6 +208,9 @@ async def run_all(args: argparse.Namespace) -> int:
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_at_start = procstats.load_average()
     nofile = procstats.raise_nofile()
+    # Before the run, not after: a folder that does not exist lost a 12-minute run's figures
+    # at the very end (the plot was its first write).
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     sizes, budget = sizes_from(args)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -299,7 +302,6 @@ async def run_all(args: argparse.Namespace) -> int:
         workdir=str(workdir) if args.keep or any(r.failed for r in results) else "(removed after the run)",
         relay_workers=args.relay_workers,
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(info, results, names, plot_name))
     json_path = companion(args.output, ".json")
     json_path.write_text(json.dumps(
