@@ -45,7 +45,11 @@ COPY_LEASE = 15.0
 # Ids kept for the reconciler's later pass; beyond this the oldest are dropped (and
 # logged), so a long storage outage cannot grow memory without bound.
 MAX_PENDING = 10_000
-METADATA_WRITERS = 4
+# Metadata copies in flight at once. On S3 each is a PUT (about this many per round
+# trip); on local files the waiting ones share one thread hop (relay/backends/files.py),
+# so more in flight means fewer hops: per-task bench, completed event p50 11.4 / 11.5 ms
+# with 4, 9.7 / 8.9 with 8, 8.6 / 8.4 with 16.
+METADATA_WRITERS = 16
 COPY, METADATA = "copy", "metadata"
 
 # KIE's download links live 20 minutes; one older than this is renewed before use.

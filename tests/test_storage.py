@@ -3,6 +3,7 @@ uvicorn, and a real S3 API server (moto_server on loopback) through aiobotocore.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,3 +257,38 @@ async def test_download_links_ask_for_a_save_as(opened: Opened) -> None:
     assert answer.status_code == 200 and answer.content == PNG
     assert answer.headers["content-disposition"] == 'attachment; filename="a-red-fox-dl-task-1.png"'
     assert "content-disposition" not in plain.headers, "the ordinary URL still shows the picture inline"
+
+
+async def test_concurrent_file_writes_share_thread_hops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A burst of puts (completions writing their metadata) goes to the worker thread in
+    # batches; each put still gets its own outcome, and a cancelled caller's file lands.
+    from relay.backends import files
+
+    hops: list[int] = []
+    write_all = files._write_all
+
+    def counting(batch: list[tuple[Path, bytes]]) -> list[OSError | None]:
+        hops.append(len(batch))
+        return write_all(batch)
+
+    monkeypatch.setattr(files, "_write_all", counting)
+    storage = FileStorage(tmp_path / "files", base_url="http://relay.test/files")
+    await storage.start()
+    await storage.put("generated/blocker", b"a file where a folder is needed", "text/plain")
+    hops.clear()
+    keys = [f"generated/burst-{i:03d}/meta.json" for i in range(150)]
+    bad = "generated/blocker/meta.json"
+    puts = [asyncio.ensure_future(storage.put(k, k.encode(), "application/json")) for k in [*keys, bad]]
+    cancelled = asyncio.ensure_future(storage.put("generated/cancelled/meta.json", b"still written", "application/json"))
+    await asyncio.sleep(0)  # queued behind the writer
+    cancelled.cancel()
+    outcomes = await asyncio.gather(*puts, return_exceptions=True)
+    await storage.aclose()
+
+    assert [o for o in outcomes[:-1] if not isinstance(o, str)] == []
+    assert isinstance(outcomes[-1], ServiceUnavailable) and outcomes[-1].code == "storage_unavailable"
+    for k in keys:
+        assert (tmp_path / "files" / k).read_bytes() == k.encode()
+    assert (tmp_path / "files/generated/cancelled/meta.json").read_bytes() == b"still written"
+    assert sum(hops) == len(keys) + 2
+    assert max(hops) <= files.MAX_BATCH and len(hops) <= 4, hops
