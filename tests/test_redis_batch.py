@@ -5,6 +5,9 @@ Redis forgot is loaded again, and a cancelled leader still sends its followers' 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -15,7 +18,9 @@ from redis.asyncio.cluster import RedisCluster
 from relay import keys
 from relay.backends.redis import RedisStore
 from relay.backends.redis_clients import command_client
+from relay.backends.redis_hub import RedisHub
 from relay.models import Mode, Status, Task, utcnow
+from tests.servers import RedisServer
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -79,3 +84,64 @@ async def test_a_cancelled_leader_still_sends_its_followers(client: aioredis.Red
     assert await asyncio.wait_for(asyncio.gather(*followers), 5) == [True] * 5
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+async def test_a_redis_that_stops_answering_is_an_outage_within_the_deadline(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command client has no socket timeout; each operation has a deadline of its own.
+    # A frozen Redis (SIGSTOP: connections stay open, nothing answers) must turn every
+    # kind of operation into StoreUnavailable in time, including the followers of a
+    # batched write, which must get an error rather than a cancellation.
+    from relay.backends import channel_hub, redis_batch
+    from relay.backends import redis as redis_backend
+
+    for module in (redis_backend, redis_batch, channel_hub):
+        monkeypatch.setattr(module, "COMMAND_TIMEOUT", 0.5)
+    client = command_client(private_redis.url, max_connections=20)
+    assert isinstance(client, aioredis.Redis)
+    store = RedisStore(client, ttl=600)
+    hub = RedisHub(private_redis.url, client)
+    tasks = [task(f"frozen{i}") for i in range(8)]
+    try:
+        assert all(await asyncio.gather(*(store.insert(t) for t in tasks)))
+        assert private_redis.proc is not None
+        pid = private_redis.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # A leader cancelled mid-batch (its request went away): its followers fail
+            # at once, as an outage, and are not cancelled with it.
+            leader = asyncio.ensure_future(store.replace(replace(tasks[0], version=2), expected_version=1))
+            followers = [
+                asyncio.ensure_future(store.replace(replace(t, version=2), expected_version=1)) for t in tasks[1:4]
+            ]
+            await asyncio.sleep(0.1)
+            leader.cancel()
+            started = time.monotonic()
+            cut_off = await asyncio.gather(*followers, return_exceptions=True)
+            assert [type(o).__name__ for o in cut_off] == ["StoreUnavailable"] * 3, cut_off
+            assert time.monotonic() - started < 0.3
+            assert leader.cancelled()
+
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                store.get(tasks[0].task_id),
+                *(store.replace(replace(t, version=2, progress=0.5), expected_version=1) for t in tasks),
+                hub.publish(tasks[0]),
+                return_exceptions=True,
+            )
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert [type(o).__name__ for o in outcomes] == ["StoreUnavailable"] * len(outcomes), outcomes
+        assert took < 3, took
+        # Back: the connections cut off mid-command were dropped, not reused half-read.
+        moved = [replace(t, version=2, progress=0.75) for t in tasks]
+        await asyncio.gather(*(store.replace(t, expected_version=1) for t in moved))
+        for t in tasks:
+            got = await store.get(t.task_id)
+            assert got is not None and got.version == 2, got
+        await hub.publish(tasks[0])
+    finally:
+        await hub.aclose()
+        await client.aclose()

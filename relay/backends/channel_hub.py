@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from redis.exceptions import RedisError
 
 from relay.backends.redis import channels
+from relay.backends.redis_clients import COMMAND_TIMEOUT
 from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.keys import Keyspace
@@ -72,8 +73,11 @@ class ChannelHub(ABC):
     async def publish(self, task: Task) -> None:
         data = TaskEvent.of(task).encode()
         try:
-            for channel in channels(task, self._ks):
-                await self._publish(channel, data)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                for channel in channels(task, self._ks):
+                    await self._publish(channel, data)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"could not publish to Redis: no answer within {COMMAND_TIMEOUT:g} s") from exc
         except RedisError as exc:
             raise StoreUnavailable(f"could not publish to Redis: {exc}") from exc
 

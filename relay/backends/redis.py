@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from relay import keys
 from relay.backends.base import Page, history_cursor
 from relay.backends.redis_batch import ScriptBatcher
+from relay.backends.redis_clients import COMMAND_TIMEOUT
 from relay.errors import StoreUnavailable
 from relay.fanout import TaskEvent, owner_key
 from relay.models import Task
@@ -117,9 +118,14 @@ def _ms(ts: float) -> int:
 
 
 async def call(coro: Any) -> Any:
-    """Await one Redis command, its connection failures as `StoreUnavailable`."""
+    """Await one Redis operation within COMMAND_TIMEOUT, its connection failures and a
+    missed deadline as `StoreUnavailable`. Redis-py is cancellation-safe here: a command cut
+    off mid-reply closes its connection rather than return it to the pool."""
     try:
-        return await coro
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            return await coro
+    except TimeoutError as exc:
+        raise StoreUnavailable(f"the task store (Redis) did not answer within {COMMAND_TIMEOUT:g} s") from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable(f"the task store (Redis) is unreachable: {exc}") from exc
     except (ClusterDownError, TryAgainError, SlotNotCoveredError) as exc:  # a node failing over or resharding

@@ -16,6 +16,9 @@ from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from relay.backends.redis_clients import COMMAND_TIMEOUT
 
 Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
 
@@ -49,22 +52,29 @@ class ScriptBatcher:
                     # Not `pipe.evalsha`, which redis-py's cluster pipeline refuses; as a
                     # plain command it is sent to the node of its keys' slot like any other.
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
+                # Its own deadline: followers wait on this leader, and a hung Redis must
+                # not hold the batcher (and every later write) with it.
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    replies = await pipe.execute(raise_on_error=False)
                 for (script, keys, args, answer), reply in zip(chunk, replies, strict=True):
                     if isinstance(reply, NoScriptError):
                         reply = await _alone(script, keys, args)  # loads the script, then runs it
                     _settle(answer, reply)
                 done = start + len(chunk)
         except BaseException as exc:
+            # A cancelled leader (its own request's deadline, a shutdown) must not cancel
+            # its followers, whose requests carry on: to them the batch simply failed.
+            failure = exc if isinstance(exc, Exception) else RedisTimeoutError("its batch was cut off")
             for *_, answer in batch[done:]:
-                _settle(answer, exc)
+                _settle(answer, failure)
             if not isinstance(exc, Exception):
                 raise
 
 
 async def _alone(script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
     try:
-        return await script(keys=keys, args=args)
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            return await script(keys=keys, args=args)
     except Exception as exc:
         return exc
 
