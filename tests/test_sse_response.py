@@ -70,3 +70,33 @@ async def test_a_reader_that_stops_reading_is_dropped_and_the_source_closed() ->
     sent = await run(source, send_delay=0.5, send_timeout=0.05)
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     assert len(bodies) <= 1 and source.closed
+
+
+async def test_the_send_deadline_is_per_send_not_per_stream() -> None:
+    # Each send takes 60% of the deadline, the whole stream many deadlines: none is late,
+    # so nothing is dropped (one timer per stream is re-armed for the send in progress).
+    chunks = [frame(data=str(n)) for n in range(12)]
+    source = Script(chunks)
+    sent = await run(source, send_delay=0.03, send_timeout=0.05)
+    assert [m["body"] for m in sent[1:-1]] == chunks and sent[-1]["more_body"] is False
+    assert source.closed
+
+
+async def test_the_servers_cancellation_is_not_swallowed() -> None:
+    # Only the stream's own deadline ends it quietly; a shutdown cancelling the request
+    # mid-send must still cancel it.
+    source = Script([frame(data="x")] * 3)
+    blocked = asyncio.Event()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            blocked.set()
+            await asyncio.Event().wait()
+
+    response = EventStreamResponse(source, ping_interval=0.1, send_timeout=5)
+    serving = asyncio.ensure_future(response({"type": "http"}, never_disconnects, send))
+    await asyncio.wait_for(blocked.wait(), 5)
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(serving, 5)
+    assert source.closed
