@@ -4,6 +4,7 @@ every stream; a closed subscription is forgotten."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -79,3 +80,25 @@ async def test_the_memory_store_publishes_through_its_hub_as_redis_does() -> Non
         news = await sub.next(within=1)
         assert news is not None and [e.version for e in news[0]] == [2]
 
+
+
+async def test_each_wait_gives_up_at_its_own_deadline() -> None:
+    # One timer serves successive waits: a wait that news ended leaves it armed for the
+    # next one, which must still give up at its own deadline, neither early nor late.
+    loop = asyncio.get_running_loop()
+    fanout = LocalFanout()
+    with fanout.add(["a"]) as sub:
+        loop.call_later(0.15, fanout.dispatch, event("a", 2))
+        news = await sub.next(within=0.3)  # arms the timer for t+0.3; news at t+0.15
+        assert news is not None and [e.version for e in news[0]] == [2]
+        started = loop.time()
+        assert await sub.next(within=0.3) is None  # the timer fires at t+0.3: too early
+        waited = loop.time() - started
+        assert 0.28 <= waited < 1.0, waited
+        loop.call_later(0.05, fanout.dispatch, event("a", 3))
+        assert await sub.next(within=5) is not None  # arms a timer 5 s out
+        started = loop.time()
+        assert await sub.next(within=0.1) is None  # a shorter wait than the armed timer
+        waited = loop.time() - started
+        assert 0.09 <= waited < 1.0, waited
+    assert sub._timer is None, "a closed subscription holds no timer"
