@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
+from relay.deadline import LazyDeadline
 from relay.models import Task
 
 OWNER_PREFIX = "@owner:"
@@ -53,14 +54,10 @@ class Subscription:
     falls behind costs one slot per watched task, never a growing queue.
 
     An idle stream waits here for minutes, thousands at a time: so no `asyncio.Event` (a
-    deque each) and no `asyncio.timeout`, just a future and a timer while waiting.
+    deque each) and no `asyncio.timeout`, just a future and a deadline (relay/deadline.py,
+    one timer serving many waits)."""
 
-    The timer outlives a wait that news ended, and serves the next waits: scheduling and
-    cancelling one per wait was a tenth of the CPU of delivering an event to many streams.
-    When it fires it releases the wait in progress if that wait is due, re-arms for it if
-    not, and lapses if nothing waits (the next wait arms a new one)."""
-
-    __slots__ = ("_due", "_fanout", "_pending", "_ready", "_resync", "_timer", "_waiter", "closed", "task_ids")
+    __slots__ = ("_deadline", "_fanout", "_pending", "_ready", "_resync", "_waiter", "closed", "task_ids")
 
     def __init__(self, fanout: LocalFanout, task_ids: Iterable[str]):
         self._fanout = fanout
@@ -69,8 +66,7 @@ class Subscription:
         self._resync = False
         self._ready = False
         self._waiter: asyncio.Future[None] | None = None
-        self._due: float | None = None  # when the wait in progress gives up
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = LazyDeadline(self._give_up)
         self.closed = False
 
     def _notify(self) -> None:
@@ -99,17 +95,12 @@ class Subscription:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
             if within is not None:
-                self._due = due = loop.time() + within
-                timer = self._timer
-                if timer is None or timer.when() > due:
-                    if timer is not None:
-                        timer.cancel()
-                    self._timer = loop.call_at(due, self._check_wait)
+                self._deadline.set(loop, loop.time() + within)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                self._due = None
+                self._deadline.clear()
             if not self._ready:
                 return None
         self._ready = False
@@ -118,21 +109,15 @@ class Subscription:
         resync, self._resync = self._resync, False
         return events, resync
 
-    def _check_wait(self) -> None:
-        self._timer = None
-        due, waiter = self._due, self._waiter
-        if due is None or waiter is None:
-            return
-        loop = waiter.get_loop()
-        if loop.time() < due - 0.001:  # a later wait than the one this timer was set for
-            self._timer = loop.call_at(due, self._check_wait)
-            return
-        _release(waiter)
+    def _give_up(self) -> None:
+        _release(self._waiter)
+
+    @property
+    def waiting_timer(self) -> bool:
+        return self._deadline.armed
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.cancel()
         if not self.closed:
             self.closed = True
             self._fanout.remove(self)

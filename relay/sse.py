@@ -17,6 +17,8 @@ from typing import Protocol
 from sse_starlette import ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
+from relay.deadline import LazyDeadline
+
 log = logging.getLogger("relay.sse")
 
 PING = ServerSentEvent(comment="ping", sep="\n").encode()
@@ -54,13 +56,10 @@ class EventStreamResponse:
         self.ping_interval = ping_interval
         self.send_timeout = send_timeout
         self.disconnected = False
-        # The send deadline is a timer per stream armed when a send starts with none armed,
-        # and re-armed only when it fires during a later send: a deadline per send (an
-        # `asyncio.timeout`, a timer scheduled and cancelled per event) was a sixth of the
-        # CPU of delivering an event to many streams. An idle stream holds no timer.
+        # One deadline per send, on a timer that serves many sends (relay/deadline.py); when
+        # one is late the stream cancels its own task, as `asyncio.timeout` would.
         self._task: asyncio.Task[object] | None = None
-        self._sending: float | None = None  # when the send in progress started
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline = LazyDeadline(self._stall)
         self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,15 +78,12 @@ class EventStreamResponse:
                 await self._send(send, b"", more_body=False)
         finally:
             watcher.cancel()
-            if self._deadline is not None:
-                self._deadline.cancel()
+            self._deadline.cancel()
             self.source.close()
 
     async def _send(self, send: Send, body: bytes, *, more_body: bool = True) -> bool:
         loop = asyncio.get_running_loop()
-        self._sending = loop.time()
-        if self._deadline is None:
-            self._deadline = loop.call_at(self._sending + self.send_timeout, self._check_send)
+        self._deadline.set(loop, loop.time() + self.send_timeout)
         try:
             await send({"type": "http.response.body", "body": body, "more_body": more_body})
         except asyncio.CancelledError:
@@ -99,19 +95,12 @@ class EventStreamResponse:
             log.warning("dropped a stream whose reader stopped reading (send timeout %.0fs)", self.send_timeout)
             return False
         finally:
-            self._sending = None
+            self._deadline.clear()
         return True
 
-    def _check_send(self) -> None:
-        self._deadline = None
-        if self._sending is None:
-            return  # nothing in flight: the next send arms a new deadline
-        due = self._sending + self.send_timeout
-        if asyncio.get_running_loop().time() < due:
-            self._deadline = asyncio.get_running_loop().call_at(due, self._check_send)  # a later send
-            return
-        # The task is suspended inside this send (a timer runs between task steps), so
-        # the cancellation lands there.
+    def _stall(self) -> None:
+        # A send is late. The task is suspended inside it (a timer runs between task
+        # steps), so the cancellation lands there.
         self._stalled = True
         assert self._task is not None
         self._task.cancel()

@@ -81,7 +81,6 @@ async def test_the_memory_store_publishes_through_its_hub_as_redis_does() -> Non
         assert news is not None and [e.version for e in news[0]] == [2]
 
 
-
 async def test_each_wait_gives_up_at_its_own_deadline() -> None:
     # One timer serves successive waits: a wait that news ended leaves it armed for the
     # next one, which must still give up at its own deadline, neither early nor late.
@@ -101,4 +100,4 @@ async def test_each_wait_gives_up_at_its_own_deadline() -> None:
         assert await sub.next(within=0.1) is None  # a shorter wait than the armed timer
         waited = loop.time() - started
         assert 0.09 <= waited < 1.0, waited
-    assert sub._timer is None, "a closed subscription holds no timer"
+    assert not sub.waiting_timer, "a closed subscription holds no timer"

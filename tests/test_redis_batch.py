@@ -21,6 +21,7 @@ from relay.backends.redis_clients import command_client
 from relay.backends.redis_hub import RedisHub
 from relay.models import Mode, Status, Task, utcnow
 from tests.servers import RedisServer
+from tests.waiting import until
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -115,7 +116,12 @@ async def test_a_redis_that_stops_answering_is_an_outage_within_the_deadline(
             followers = [
                 asyncio.ensure_future(store.replace(replace(t, version=2), expected_version=1)) for t in tasks[1:4]
             ]
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0)  # one turn: all four queue their scripts
+
+            async def sent() -> bool:
+                return not store._batch._queue  # the leader took the batch to Redis
+
+            await until(sent, timeout=2, what="the batch in flight", interval=0.01)
             leader.cancel()
             started = time.monotonic()
             cut_off = await asyncio.gather(*followers, return_exceptions=True)

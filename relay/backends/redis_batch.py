@@ -63,10 +63,11 @@ class ScriptBatcher:
                 done = start + len(chunk)
         except BaseException as exc:
             # A cancelled leader (its own request's deadline, a shutdown) must not cancel
-            # its followers, whose requests carry on: to them the batch simply failed.
+            # its followers, whose requests carry on: to them the batch simply failed. The
+            # leader's own call is batch[0] (it found the queue empty).
             failure = exc if isinstance(exc, Exception) else RedisTimeoutError("its batch was cut off")
-            for *_, answer in batch[done:]:
-                _settle(answer, failure)
+            for i, (*_, answer) in enumerate(batch[done:], done):
+                _settle(answer, exc if i == 0 else failure)
             if not isinstance(exc, Exception):
                 raise
 
