@@ -23,12 +23,15 @@ class LazyDeadline:
     `set` arms a timer only when none is armed or the armed one is later than the new
     deadline. When the timer fires it calls `on_due` if a deadline is set and reached,
     re-arms for a later deadline set since, and lapses when none is set: an idle owner
-    holds no timer."""
+    holds no timer.
 
-    __slots__ = ("_due", "_on_due", "_timer")
+    `on_due` (usually the owner's bound method) is held by the armed timer only, never by
+    the deadline itself: the owner holds its deadline, so that would be a reference cycle
+    per stream, left for the cyclic collector (tests/test_garbage.py)."""
 
-    def __init__(self, on_due: Callable[[], None]):
-        self._on_due = on_due
+    __slots__ = ("_due", "_timer")
+
+    def __init__(self) -> None:
         self._due: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -36,13 +39,13 @@ class LazyDeadline:
     def armed(self) -> bool:
         return self._timer is not None
 
-    def set(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+    def set(self, loop: asyncio.AbstractEventLoop, due: float, on_due: Callable[[], None]) -> None:
         self._due = due
         timer = self._timer
         if timer is None or timer.when() > due:
             if timer is not None:
                 timer.cancel()
-            self._timer = loop.call_at(due, self._fire, loop)
+            self._timer = loop.call_at(due, self._fire, loop, on_due)
 
     def clear(self) -> None:
         self._due = None
@@ -53,13 +56,13 @@ class LazyDeadline:
             self._timer.cancel()
             self._timer = None
 
-    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _fire(self, loop: asyncio.AbstractEventLoop, on_due: Callable[[], None]) -> None:
         self._timer = None
         due = self._due
         if due is None:
             return
         if loop.time() < due - SLACK:
-            self._timer = loop.call_at(due, self._fire, loop)
+            self._timer = loop.call_at(due, self._fire, loop, on_due)
             return
         self._due = None
-        self._on_due()
+        on_due()

@@ -66,7 +66,7 @@ class Subscription:
         self._resync = False
         self._ready = False
         self._waiter: asyncio.Future[None] | None = None
-        self._deadline = LazyDeadline(self._give_up)
+        self._deadline = LazyDeadline()
         self.closed = False
 
     def _notify(self) -> None:
@@ -95,7 +95,7 @@ class Subscription:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
             if within is not None:
-                self._deadline.set(loop, loop.time() + within)
+                self._deadline.set(loop, loop.time() + within, self._give_up)
             try:
                 await waiter
             finally:

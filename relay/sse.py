@@ -59,7 +59,7 @@ class EventStreamResponse:
         # One deadline per send, on a timer that serves many sends (relay/deadline.py); when
         # one is late the stream cancels its own task, as `asyncio.timeout` would.
         self._task: asyncio.Task[object] | None = None
-        self._deadline = LazyDeadline(self._stall)
+        self._deadline = LazyDeadline()
         self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,7 +83,7 @@ class EventStreamResponse:
 
     async def _send(self, send: Send, body: bytes, *, more_body: bool = True) -> bool:
         loop = asyncio.get_running_loop()
-        self._deadline.set(loop, loop.time() + self.send_timeout)
+        self._deadline.set(loop, loop.time() + self.send_timeout, self._stall)
         try:
             await send({"type": "http.response.body", "body": body, "more_body": more_body})
         except asyncio.CancelledError:

@@ -623,7 +623,12 @@ async def test_sigterm_drains_streams_with_a_retry_hint_and_mirroring_is_not_los
         # 0 is the contract (see test_sigterm_exit_code_is_zero); anything else is a crash.
         assert code in (0, -signal.SIGTERM), code
 
-        # The streams it held ended cleanly, their last bytes a short reconnect hint.
+        # The streams it held ended cleanly, their last bytes a short reconnect hint. The
+        # ends reach the browsers through nginx after the process is gone: wait for them.
+        async def ended() -> bool:
+            return sum(s.connections[0].ended != "open" for s in sources) >= held
+
+        await until(ended, timeout=10, what="the victim's streams to end at the browsers")
         drained = [s for s in sources if s.connections[0].ended == "closed"]
         assert len(drained) == held, [s.connections[0].ended for s in sources]
         for source in drained:
