@@ -443,6 +443,11 @@ async def ingest(env: Env) -> ScenarioResult:
         errors.update(reply["errors"])
     wall = max(r["seconds"] for r in replies)
     result.add("callbacks/s", len(acks) / wall, "/s", "high")
+    # What a callback costs the server whatever the machine's speed: steadier than the rate
+    # when comparing builds on a shared machine.
+    client = result.client or {}
+    server_cpu_s = client.get("cpu", {}).get("server", 0.0) / 100 * client.get("wall_s", 0.0)
+    result.add("server CPU per callback", server_cpu_s / len(acks) * 1e6 if acks else None, "µs", "low")
     result.add_latency("ack", acks)
     failures = sum(n for s, n in statuses.items() if not s.startswith("2")) + sum(errors.values())
     result.add("failed requests", failures, "", "low")
