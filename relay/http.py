@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -10,6 +9,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from relay.deadline import within
 from relay.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
@@ -32,7 +32,7 @@ async def read_body(request: Request, limit: int, deadline: float = 10.0) -> byt
     size = 0
     receive = request.receive  # not request.stream(): no generator per request
     try:
-        async with asyncio.timeout(deadline):
+        async with within(deadline):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

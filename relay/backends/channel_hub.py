@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from relay.backends.redis import channels
 from relay.backends.redis_clients import COMMAND_TIMEOUT
+from relay.deadline import within
 from relay.errors import StoreUnavailable
 from relay.fanout import LocalFanout, Subscription, TaskEvent
 from relay.keys import Keyspace
@@ -73,7 +74,7 @@ class ChannelHub(ABC):
     async def publish(self, task: Task) -> None:
         data = TaskEvent.of(task).encode()
         try:
-            async with asyncio.timeout(COMMAND_TIMEOUT):
+            async with within(COMMAND_TIMEOUT):
                 for channel in channels(task, self._ks):
                     await self._publish(channel, data)
         except TimeoutError as exc:
@@ -92,7 +93,7 @@ class ChannelHub(ABC):
                 self._pending[c] for name in sub.task_ids for c in self._channels_of(name) if c in self._pending
             }
             if waits:
-                async with asyncio.timeout(SUBSCRIBE_WITHIN):
+                async with within(SUBSCRIBE_WITHIN):
                     await asyncio.gather(*(asyncio.shield(w) for w in waits))
         except TimeoutError:
             sub.close()

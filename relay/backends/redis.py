@@ -32,6 +32,7 @@ from relay import keys
 from relay.backends.base import Page, history_cursor
 from relay.backends.redis_batch import ScriptBatcher
 from relay.backends.redis_clients import COMMAND_TIMEOUT
+from relay.deadline import within
 from relay.errors import StoreUnavailable
 from relay.fanout import TaskEvent, owner_key
 from relay.models import Task
@@ -122,7 +123,7 @@ async def call(coro: Any) -> Any:
     missed deadline as `StoreUnavailable`. Redis-py is cancellation-safe here: a command cut
     off mid-reply closes its connection rather than return it to the pool."""
     try:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
+        async with within(COMMAND_TIMEOUT):
             return await coro
     except TimeoutError as exc:
         raise StoreUnavailable(f"the task store (Redis) did not answer within {COMMAND_TIMEOUT:g} s") from exc

@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.backends.redis_clients import COMMAND_TIMEOUT
+from relay.deadline import within
 
 Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
 
@@ -54,7 +55,7 @@ class ScriptBatcher:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 # Its own deadline: followers wait on this leader, and a hung Redis must
                 # not hold the batcher (and every later write) with it.
-                async with asyncio.timeout(COMMAND_TIMEOUT):
+                async with within(COMMAND_TIMEOUT):
                     replies = await pipe.execute(raise_on_error=False)
                 for (script, keys, args, answer), reply in zip(chunk, replies, strict=True):
                     if isinstance(reply, NoScriptError):
@@ -74,7 +75,7 @@ class ScriptBatcher:
 
 async def _alone(script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
     try:
-        async with asyncio.timeout(COMMAND_TIMEOUT):
+        async with within(COMMAND_TIMEOUT):
             return await script(keys=keys, args=args)
     except Exception as exc:
         return exc
