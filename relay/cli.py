@@ -40,6 +40,7 @@ def _uvicorn(app: object, host: str, port: int, **kwargs: object) -> None:
         host=host,
         port=port,
         proxy_headers=True,
+        server_header=False,  # no banner naming the server; one header less per response
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         access_log=False,  # our request log leaves query strings (tokens) out
         log_config=None,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -25,16 +26,22 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"  # by its owner: the provider was told to stop where it can be
 
-    @property
-    def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
+    # Plain attributes of each member (set below), read several times per callback: as
+    # properties over a tuple and a dict they took 1-2% of a callback's CPU (enum members
+    # hash in Python).
+    terminal: bool
+    rank: int
 
 
-_RANK = {Status.PENDING: 0, Status.PROCESSING: 1, Status.COMPLETED: 2, Status.FAILED: 2, Status.CANCELLED: 2}
+for _status, _rank in (
+    (Status.PENDING, 0),
+    (Status.PROCESSING, 1),
+    (Status.COMPLETED, 2),
+    (Status.FAILED, 2),
+    (Status.CANCELLED, 2),
+):
+    _status.terminal = _rank == 2
+    _status.rank = _rank
 
 
 class Mode(enum.StrEnum):
@@ -92,16 +99,23 @@ class TaskUpdate:
     mirrored: bool = False
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     """Now, to the millisecond: what RFC 3339 on the wire keeps, so a stored task reads
-    back equal to the one written."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    back equal to the one written. (Whole milliseconds since the epoch, added exactly.)"""
+    return _EPOCH + timedelta(milliseconds=time.time_ns() // 1_000_000)
 
 
 def rfc3339(ts: datetime | None) -> str | None:
     if ts is None:
         return None
+    if ts.tzinfo is UTC:  # every time Relay makes or reads
+        # %-formatting: 2.4 us here, where format specs in an f-string take 4.2.
+        return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
+            ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond // 1000,
+        )
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
