@@ -9,6 +9,7 @@ import pytest
 
 from relay import deadline
 from relay.deadline import TICK, within
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -31,9 +32,10 @@ async def test_a_block_in_time_leaves_nothing_behind() -> None:
     assert dog is not None and dog.loop is asyncio.get_running_loop()
     assert not dog.live
     # With nothing in flight the timer lapses instead of ticking forever.
-    async with asyncio.timeout(5):
-        while dog.timer is not None:
-            await asyncio.sleep(TICK / 2)
+    async def lapsed() -> bool:
+        return dog.timer is None
+
+    await until(lapsed, timeout=5, what="the watchdog's timer to lapse", interval=TICK / 2)
     # And the task carries no stray cancellation: the next await is not interrupted.
     await asyncio.sleep(TICK * 2)
 
@@ -90,9 +92,10 @@ async def test_a_deadline_and_an_outside_cancellation_together_stay_a_cancellati
 
     task = asyncio.create_task(work())
     await asyncio.wait_for(started.wait(), 5)
-    async with asyncio.timeout(5):
-        while task.cancelling() == 0:  # the deadline has fired
-            await asyncio.sleep(0.01)
+    async def fired() -> bool:
+        return task.cancelling() > 0
+
+    await until(fired, timeout=5, what="the deadline to fire", interval=0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
