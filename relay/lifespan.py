@@ -106,6 +106,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             log.warning("demo mode: using a throwaway RELAY_SECRET; tokens die with this process")
         # Everything built so far lives as long as the process (relay/gctune.py).
         gctune.tune()
+        background.spawn(gctune.sweep_young(), name="relay-gc-young")
         yield services
 
 

@@ -4,6 +4,7 @@ refusals, the OpenAPI document, readiness."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from relay.app import create_app
 from relay.settings import Settings
 from tests.helpers import assert_contract
 from tests.servers import SECRET
+from tests.waiting import until
 
 pytestmark = pytest.mark.inprocess
 
@@ -116,3 +118,30 @@ async def test_unexpected_errors_on_the_fast_lane_are_json_500s(
         assert response.status_code == 500, response.text
         assert response.json()["error"]["code"] == "internal_error"
         assert response.headers["x-request-id"] and response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_young_garbage_is_collected_by_time_when_the_count_would_not(app_client: httpx.AsyncClient) -> None:
+    """A reference cycle made while the count stays under the threshold (as an idle
+    stream's churn does) is still collected, within about a second, by `sweep_young`,
+    which the app's lifespan runs."""
+    import gc
+    import weakref
+
+    class Node:
+        other: Node | None = None
+
+    assert any(t.get_name() == "relay-gc-young" and not t.done() for t in asyncio.all_tasks())
+    before = gc.get_threshold()
+    gc.set_threshold(10**9, 10**9, 10**9)  # no collection by count while we wait
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+
+        async def collected() -> bool:
+            return gone() is None
+
+        await until(collected, timeout=10, what="the cycle to be collected by time")
+    finally:
+        gc.set_threshold(*before)
