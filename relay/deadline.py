@@ -1,8 +1,8 @@
 """Deadlines that cost no timer per operation.
 
 `LazyDeadline`: a deadline that moves with every operation but costs a timer only when it
-could be due. A stream sets a deadline for each event it sends and each wait for news, thousands a
-second across many streams; scheduling and cancelling a timer each time (what
+could be due. A stream sets a deadline for each event it sends and each wait for news,
+thousands a second across many streams; scheduling and cancelling a timer each time (what
 `asyncio.timeout` or `call_later` + `cancel` do) was a fifth of the CPU of delivering an
 event to many streams. Here the timer outlives the operation that armed it and serves the
 ones after it.

@@ -20,7 +20,7 @@ A middle-generation collection scans everything not yet frozen, about 1 us an ob
 slow machine: with (5000, 4, 20) that was ~22,000 objects while streams were opening, a
 20-25 ms pause every few seconds (33 over 20 ms in `bench all --targets relay --scenarios
 idle --idle-levels 1000,19000`). With (3000, 1, 20) survivors are frozen after two smaller
-collections: 3 pauses over 20 ms in the same run, and per-task p99 46.5 / 42.5 ms against
+collections: 3 pauses over 20 ms in the same run (the same hook), and per-task p99 46.5 / 42.5 ms against
 49.3 / 54.7 ms (two runs each, this machine). `sweep_young` below adds a collection by
 time, for the churn the count does not see.
 """
@@ -76,9 +76,10 @@ async def sweep_young(every: float = YOUNG_EVERY) -> None:
     collection is allocations minus deallocations, and an idle stream's churn nets to zero:
     its next wait and its re-armed timer are new, long-lived objects, and the ones they
     replace were frozen. So with 19,000 idle streams the youngest generation grew to
-    100,000-170,000 objects with its count still under the threshold, and the collection
-    that finally came paused the process for 77-175 ms (`bench all --targets relay
-    --scenarios idle --idle-levels 1000,19000`). Collected every second, it holds about a
+    96,000-184,000 objects with its count still under the threshold, and the collection
+    that finally came paused the process for 77-235 ms (`bench all --targets relay
+    --scenarios idle --idle-levels 1000,19000`, a temporary hook printing each collection
+    over 20 ms with the generations' sizes). Collected every second, it holds about a
     second of that churn."""
     while True:
         await asyncio.sleep(every)
