@@ -37,6 +37,6 @@ phase "3/4 linting: ruff, mypy --strict, and the structure (no import cycle, no 
 .venv/bin/mypy
 .venv/bin/python scripts/check_structure.py
 
-phase "4/4 the test suite (real redis-server, nginx, Chromium, uvicorn; about 11 minutes)"
+phase "4/4 the test suite (real redis-server, nginx, Chromium, uvicorn; 11 to 16 minutes on 2 cores)"
 .venv/bin/pytest "$@"
 phase "done"
