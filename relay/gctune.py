@@ -19,10 +19,10 @@ idle`) no pause over 20 ms, where the earlier tuning reached 100 ms. Pauses are 
 A middle-generation collection scans everything not yet frozen, about 1 us an object on a
 slow machine: with (5000, 4, 20) that was ~22,000 objects while streams were opening, a
 20-25 ms pause every few seconds (33 over 20 ms in `bench all --targets relay --scenarios
-idle --idle-levels 1000,19000`). With (3000, 1, 20) survivors are frozen after two smaller
-collections: 3 pauses over 20 ms in the same run (the same hook), and per-task p99 46.5 / 42.5 ms against
-49.3 / 54.7 ms (two runs each, this machine). `sweep_young` below adds a collection by
-time, for the churn the count does not see.
+idle --idle-levels 1000,19000`, counted by a temporary hook on every collection). With
+(3000, 1, 20) survivors are frozen after two smaller collections: 3 over 20 ms in the
+same run, and per-task p99 46.5 / 42.5 ms against 49.3 / 54.7 ms (two runs each, this
+machine). `sweep_young` below adds a collection by time, for the churn the count misses.
 """
 
 from __future__ import annotations
