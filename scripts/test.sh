@@ -37,6 +37,8 @@ phase "3/4 linting: ruff, mypy --strict, and the structure (no import cycle, no 
 .venv/bin/mypy
 .venv/bin/python scripts/check_structure.py
 
-phase "4/4 the test suite (real redis-server, nginx, Chromium, uvicorn; 11 to 16 minutes on 2 cores)"
-.venv/bin/pytest "$@"
+# One worker per core (pytest-xdist), each test file on one worker so that a module's
+# browser or proxy starts once; every server takes its own free port. `-n 0` runs serially.
+phase "4/4 the test suite (real redis-server, nginx, Chromium, uvicorn; about 8 minutes on 2 cores)"
+.venv/bin/pytest -n auto --dist loadfile "$@"
 phase "done"
