@@ -190,7 +190,8 @@ def sweep_table(results: Sequence[ScenarioResult], targets: Sequence[str]) -> li
         return []
     cols = [
         ("server RSS MB", "rss_mb"), ("KiB/stream", "bytes_per_stream"), ("idle CPU %", "idle_cpu_pct"),
-        ("probe p50 ms", "probe_p50_ms"), ("probe p99 ms", "probe_p99_ms"), ("open/s", "open_rate"),
+        ("probe p50 ms", "probe_p50_ms"), ("probe p99 ms", "probe_p99_ms"), ("probe updates/s", "probe_rate"),
+        ("server CPU % in the probe", "probe_cpu_pct"), ("open/s", "open_rate"),
     ]
     header = "| streams | " + " | ".join(f"{t} {c}" for c, _ in cols for t in targets) + " |"
     out = [header, "|" + "---|" * (1 + len(cols) * len(targets))]
