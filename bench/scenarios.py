@@ -371,12 +371,14 @@ async def idle(env: Env) -> ScenarioResult:
             updates.append((key, versions[key], False))
         cpu0 = procstats.cpu_seconds(groups["server"])
         trig = await trigger(env, updates, sizes.probe_in_flight)
-        await pool.await_versions({sids[k]: versions[k] for k in sample}, within=30)
         # The probe's senders go as fast as the answers come, so its rate and the server's
         # CPU meanwhile say whether its latency was measured on a resting server or on a
         # saturated one (then it is the throughput figure again, queued `in_flight` deep).
-        probe_seconds = max(1e-6, time.monotonic() - trig.first)
-        probe_cpu = (procstats.cpu_seconds(groups["server"]) - cpu0) / probe_seconds * 100
+        # From the first send to the last answer: not the wait for the events below, which
+        # lasts its whole bound when a sampled stream has closed.
+        probe_cpu = (procstats.cpu_seconds(groups["server"]) - cpu0) / max(1e-6, time.monotonic() - trig.first) * 100
+        probe_rate = trig.ok / max(1e-6, trig.last - trig.first)
+        await pool.await_versions({sids[k]: versions[k] for k in sample}, within=30)
         reports = await pool.collect([sids[k] for k in sample])
         probe = latency_ms(deliveries(reports, trig.sent).latencies)
         last_level = {
@@ -396,7 +398,7 @@ async def idle(env: Env) -> ScenarioResult:
             "probe_p50_ms": probe["p50"],
             "probe_p99_ms": probe["p99"],
             "probe_max_ms": probe["max"],
-            "probe_rate": trig.ok / probe_seconds,
+            "probe_rate": probe_rate,
             "probe_cpu_pct": probe_cpu,
         }
         result.levels.append(last_level)
