@@ -5,15 +5,16 @@ callback" moves with the rate reached (a busier loop handles more requests per w
 and with the neighbours, by +-7% or more between runs of one build. This drives the app
 itself, as uvicorn would call it, one callback at a time on one event loop: what is left
 is Relay's own Python (middleware, fast lane, the callback route, the status machine, the
-store and hub), steady enough to compare two builds by a few percent.
+store and hub). One build's medians spread by about +-3% between runs here (118-124 us),
+so a change worth a few percent shows.
 
     .venv/bin/python -m bench.inproc                      # memory store and hub
     .venv/bin/python -m bench.inproc --redis redis://127.0.0.1:6379/0   # a real Redis
-    .venv/bin/python -m bench.inproc --profile            # where it goes (cProfile)
+    .venv/bin/python -m bench.inproc --profile 30         # where it goes (cProfile)
 
 Every callback is a real change (progress rises), taken through the KIE jobs shape that
-`bench all` sends. With `--streams`, every task also has a subscriber on the hub, so each
-change is delivered and framed for a stream as well.
+`bench all` sends. With `--streams`, every task also has its event stream open through the
+app (`GET /api/tasks/{id}/events`), so each change is delivered and framed for it as well.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--per-task", type=int, default=20, help="callbacks per task per round")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--streams", action="store_true", help="a hub subscriber per task")
+    parser.add_argument("--streams", action="store_true", help="an event stream open per task")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="profile the rounds with cProfile and print the N costliest functions")
     uvloop.run(run(parser.parse_args()))
