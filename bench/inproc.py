@@ -11,6 +11,12 @@ so a change worth a few percent shows.
     .venv/bin/python -m bench.inproc                      # memory store and hub
     .venv/bin/python -m bench.inproc --redis redis://127.0.0.1:6379/0   # a real Redis
     .venv/bin/python -m bench.inproc --profile 30         # where it goes (cProfile)
+    .venv/bin/python -m bench.inproc --concurrency 32     # 32 callbacks in flight, as `bench all`'s senders
+
+One at a time, every store write is its own Redis round trip; with `--concurrency N` the
+writes of one event-loop turn share a pipeline (relay/backends/redis_batch.py) as they do
+under `bench all`'s 32 senders, so the Redis client's per-command cost shows apart from
+its per-round-trip cost.
 
 Every callback is a real change (progress rises), taken through the KIE jobs shape that
 `bench all` sends. With `--streams`, every task also has its event stream open through the
@@ -149,10 +155,11 @@ async def run(args: argparse.Namespace) -> None:
             if profiler:
                 profiler.enable()
             for sweep in sweeps:
-                for path, query, body in sweep:
-                    status = await driver.post(path, query, body)
-                    if status != 200:
-                        raise SystemExit(f"callback answered {status}")
+                for start in range(0, len(sweep), args.concurrency):
+                    statuses = await asyncio.gather(*(driver.post(path, query, body)
+                                                      for path, query, body in sweep[start:start + args.concurrency]))
+                    if any(status != 200 for status in statuses):
+                        raise SystemExit(f"a callback answered {sorted(set(statuses) - {200})}")
                 await asyncio.sleep(0)  # the streams send what they were woken for
             if profiler:
                 profiler.disable()
@@ -162,7 +169,7 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.gather(*streams, return_exceptions=True)
     per = [r * 1e6 for r in rounds]
     print(f"bench.inproc: {args.tasks} tasks x {args.per_task} callbacks x {args.rounds} rounds, "
-          f"store {args.redis}{', a stream per task' if args.streams else ''}")
+          f"{args.concurrency} at once, store {args.redis}{', a stream per task' if args.streams else ''}")
     if args.streams:
         print(f"streams received {seen[0] / (args.rounds * args.per_task * args.tasks):.0f} bytes per callback")
     print(f"CPU per callback: median {statistics.median(per):.1f} us "
@@ -177,6 +184,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--per-task", type=int, default=20, help="callbacks per task per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="callbacks in flight at once (N tasks' callbacks together, as concurrent senders would)")
     parser.add_argument("--streams", action="store_true", help="an event stream open per task")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="profile the rounds with cProfile and print the N costliest functions")
