@@ -14,9 +14,11 @@ from dataclasses import replace
 import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from relay import keys
 from relay.backends.redis import RedisStore
+from relay.backends.redis_batch import ScriptBatcher
 from relay.backends.redis_clients import command_client
 from relay.backends.redis_hub import RedisHub
 from relay.models import Mode, Status, Task, utcnow
@@ -150,4 +152,33 @@ async def test_a_redis_that_stops_answering_is_an_outage_within_the_deadline(
         await hub.publish(tasks[0])
     finally:
         await hub.aclose()
+        await client.aclose()
+
+
+async def test_a_batch_cut_off_mid_way_leaves_no_reply_for_the_next_caller(redis_url: str) -> None:
+    # One connection in the pool, so the next batch would get the same socket: had the
+    # cut-off batch's late replies stayed unread, they would answer the next commands.
+    client = command_client(redis_url, max_connections=1)
+    assert isinstance(client, aioredis.Redis)
+    try:
+        await client.set("cutoff:k", "mine")
+        batcher = ScriptBatcher(client)
+        slow = asyncio.ensure_future(
+            batcher._round_trip([("BLPOP", "cutoff:empty", 1), ("SET", "cutoff:k", "theirs")])
+        )
+
+        async def sent() -> bool:
+            return bool(client.connection_pool._in_use_connections)
+
+        await until(sent, timeout=5, what="the batch on its connection")
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        got = await batcher._round_trip([("GET", "cutoff:k"), ("GET", "cutoff:missing")])
+        assert got == [b"mine", None]
+        # And an error reply in a batch answers its own command only.
+        got = await batcher._round_trip([("INCR", "cutoff:k"), ("GET", "cutoff:k")])
+        assert isinstance(got[0], ResponseError) and got[1] == b"mine"
+    finally:
+        await client.delete("cutoff:k")
         await client.aclose()

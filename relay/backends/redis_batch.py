@@ -5,6 +5,13 @@ redis-py pays a connection checkout, a retry wrapper and a socket write per comm
 the first caller in a turn leads: it lets the loop go round once so the others can join,
 then sends them all as one pipeline (not a transaction: each script is its own atomic
 compare-and-set) and hands each caller its own reply or error.
+
+On one server (or Sentinel's master) the batch goes straight onto a pooled connection:
+packed, written, its replies read in order. redis-py's pipeline object adds a retry
+wrapper, observability hooks and response callbacks around the same round trip: 97 us
+of CPU for a pipeline of one against 52 us this way, 146 against 92 us for eight (a
+micro-benchmark on a loopback Redis). A cluster keeps redis-py's pipeline, which sends
+each script to the node of its keys' slot.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ from typing import Any
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import ConnectionPool
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.backends.redis_clients import COMMAND_TIMEOUT
@@ -27,6 +35,7 @@ Call = tuple[AsyncScript, list[Any], list[Any], "asyncio.Future[Any]"]
 class ScriptBatcher:
     def __init__(self, client: aioredis.Redis | RedisCluster, *, most: int = 64):
         self._r = client
+        self._pool: ConnectionPool | None = None if isinstance(client, RedisCluster) else client.connection_pool
         self._most = most
         self._queue: list[Call] = []
 
@@ -48,15 +57,11 @@ class ScriptBatcher:
         try:
             for start in range(0, len(batch), self._most):
                 chunk = batch[start : start + self._most]
-                pipe = self._r.pipeline(transaction=False)
-                for script, keys, args, _ in chunk:
-                    # Not `pipe.evalsha`, which redis-py's cluster pipeline refuses; as a
-                    # plain command it is sent to the node of its keys' slot like any other.
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in chunk]
                 # Its own deadline: followers wait on this leader, and a hung Redis must
                 # not hold the batcher (and every later write) with it.
                 async with within(COMMAND_TIMEOUT):
-                    replies = await pipe.execute(raise_on_error=False)
+                    replies = await self._round_trip(commands)
                 for (script, keys, args, answer), reply in zip(chunk, replies, strict=True):
                     if isinstance(reply, NoScriptError):
                         reply = await _alone(script, keys, args)  # loads the script, then runs it
@@ -71,6 +76,42 @@ class ScriptBatcher:
                 _settle(answer, exc if i == 0 else failure)
             if not isinstance(exc, Exception):
                 raise
+
+
+    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply, or its error reply as an exception (not raised)."""
+        if self._pool is None:
+            pipe = self._r.pipeline(transaction=False)
+            for command in commands:
+                # Not `pipe.evalsha`, which redis-py's cluster pipeline refuses; as a plain
+                # command it is sent to the node of its keys' slot like any other.
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+        # No retry on a broken connection, as the pipeline's (the pool's connections are
+        # made with none): a write whose reply was lost must not run twice, and the pool
+        # checks a connection before handing it out, so a dropped one is replaced there.
+        return await _on_one_connection(self._pool, commands)
+
+
+async def _on_one_connection(pool: ConnectionPool, commands: list[tuple[Any, ...]]) -> list[Any]:
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:  # this command's error reply; the rest still come
+                replies.append(exc)
+        return replies
+    except BaseException:
+        # Replies left unread (cancelled mid-way, a broken socket) must not be read as the
+        # answers to the next user's commands. redis-py drops the connection itself when
+        # its own write or read is cut off; this covers whatever else stops the loop.
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(connection)
 
 
 async def _alone(script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
