@@ -20,7 +20,8 @@ its per-round-trip cost.
 
 Every callback is a real change (progress rises), taken through the KIE jobs shape that
 `bench all` sends. With `--streams`, every task also has its event stream open through the
-app (`GET /api/tasks/{id}/events`), so each change is delivered and framed for it as well.
+app (`GET /api/tasks/{id}/events`), so each change is delivered and framed for it as well;
+`--streams K` opens K per task, and `--tasks 1 --streams 1000` is the fanout scenario's shape.
 """
 
 from __future__ import annotations
@@ -136,11 +137,12 @@ async def run(args: argparse.Namespace) -> None:
         seen = [0]
         if args.streams:
             for task_id, _, _ in targets:
-                streams.append(asyncio.create_task(driver.stream(f"/api/tasks/{task_id}/events", seen)))
+                for _ in range(args.streams):
+                    streams.append(asyncio.create_task(driver.stream(f"/api/tasks/{task_id}/events", seen)))
             deadline = time.monotonic() + 30
-            while svc.streams.total < args.tasks:  # every stream open
+            while svc.streams.total < len(streams):  # every stream open
                 if time.monotonic() > deadline or any(s.done() for s in streams):
-                    raise SystemExit(f"only {svc.streams.total} of {args.tasks} streams opened")
+                    raise SystemExit(f"only {svc.streams.total} of {len(streams)} streams opened")
                 await asyncio.sleep(0.01)
         version = 1
         rounds: list[float] = []
@@ -171,9 +173,10 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.gather(*streams, return_exceptions=True)
     per = [r * 1e6 for r in rounds]
     print(f"bench.inproc: {args.tasks} tasks x {args.per_task} callbacks x {args.rounds} rounds, "
-          f"{args.concurrency} at once, store {args.redis}{', a stream per task' if args.streams else ''}")
+          f"{args.concurrency} at once, store {args.redis}, {args.streams} stream(s) per task")
     if args.streams:
         print(f"streams received {seen[0] / (args.rounds * args.per_task * args.tasks):.0f} bytes per callback")
+        print(f"CPU per delivery (per callback / streams per task): median {statistics.median(per) / args.streams:.2f} us")
     print(f"CPU per callback: median {statistics.median(per):.1f} us "
           f"(rounds: {', '.join(f'{p:.1f}' for p in per)})")
     in_user = [u * 1e6 for u in user]
@@ -191,7 +194,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="callbacks in flight at once (N tasks' callbacks together, as concurrent senders would)")
-    parser.add_argument("--streams", action="store_true", help="an event stream open per task")
+    parser.add_argument("--streams", type=int, nargs="?", const=1, default=0, metavar="K",
+                        help="K event streams open per task (1 if K is left out); --tasks 1 --streams 1000 is bench all's fanout")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="profile the rounds with cProfile and print the N costliest functions")
     uvloop.run(run(parser.parse_args()))
