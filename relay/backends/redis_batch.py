@@ -77,7 +77,6 @@ class ScriptBatcher:
             if not isinstance(exc, Exception):
                 raise
 
-
     async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, or its error reply as an exception (not raised)."""
         if self._pool is None:
