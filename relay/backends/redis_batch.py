@@ -8,10 +8,10 @@ compare-and-set) and hands each caller its own reply or error.
 
 On one server (or Sentinel's master) the batch goes straight onto a pooled connection:
 packed, written, its replies read in order. redis-py's pipeline object adds a retry
-wrapper, observability hooks and response callbacks around the same round trip: 97 us
-of CPU for a pipeline of one against 52 us this way, 146 against 92 us for eight (a
-micro-benchmark on a loopback Redis). A cluster keeps redis-py's pipeline, which sends
-each script to the node of its keys' slot.
+wrapper, observability hooks and response callbacks around the same round trip: 104-117
+us of CPU for a batch of one against 77-90 us this way, 145-164 against 104-127 us for
+eight (`python -m bench.rediscost`, two runs on a noisy machine). A cluster keeps
+redis-py's pipeline, which sends each script to the node of its keys' slot.
 """
 
 from __future__ import annotations
