@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.01)
         version = 1
         rounds: list[float] = []
-        user: list[float] = []  # user-space only: the kernel's share (syscalls) is the noisy part
+        user: list[float] = []  # the same without the kernel's share (the syscalls)
         profiler = cProfile.Profile() if args.profile else None
         for _ in range(args.rounds):
             sweeps = []  # the bodies are made before the clock starts
