@@ -105,8 +105,8 @@ async def _on_one_connection(pool: ConnectionPool, commands: list[tuple[Any, ...
         return replies
     except BaseException:
         # Replies left unread (cancelled mid-way, a broken socket) must not be read as the
-        # answers to the next user's commands. redis-py drops the connection itself when
-        # its own write or read is cut off; this covers whatever else stops the loop.
+        # answers to the next user's commands. redis-py (8.1) already drops a connection
+        # whose write or read is cut off; this keeps that true whatever its version does.
         await connection.disconnect(nowait=True)
         raise
     finally:
